@@ -1,0 +1,29 @@
+"""imgcls: image classification with JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="imgcls",
+    version="0.1.0",
+    description="JAX/Flax research codebase for image classification",
+    packages=find_packages(include=["imgcls", "imgcls.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "absl-py>=2.1",
+        "clu>=0.0.12",
+        "flax>=0.12",
+        "jax>=0.10",
+        "matplotlib>=3.9",
+        "ml-collections>=1.0",
+        "numpy>=2.0",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.12",
+        "scikit-learn>=1.5",
+        "tensorboard>=2.18",
+        "tensorflow-cpu>=2.18",
+        "tensorflow-datasets>=4.9.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6"],
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+    },
+)
