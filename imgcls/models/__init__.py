@@ -1,0 +1,115 @@
+"""Model registry: `config.model.name` picks a module, the other `config.model` keys configure it.
+
+Checking the keys against the module's fields before constructing it turns a typo in a config
+into one clear message that names the bad key and the valid ones, instead of a TypeError from a
+dataclass constructor.
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from imgcls.models.cnn import CNN
+from imgcls.models.resnet import (
+    BottleneckResNetBlock,
+    ResNet,
+    ResNet18,
+    ResNet34,
+    ResNet50,
+    ResNet101,
+    ResNet152,
+    ResNet200,
+    ResNetBlock,
+)
+
+__all__ = [
+    "MODELS",
+    "CNN",
+    "BottleneckResNetBlock",
+    "ResNet",
+    "ResNetBlock",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "ResNet200",
+    "count_params",
+    "create_model",
+    "model_fields",
+]
+
+MODELS = {
+    "cnn": CNN,
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "resnet101": ResNet101,
+    "resnet152": ResNet152,
+    "resnet200": ResNet200,
+}
+
+# Module fields that are not hyperparameters.
+_MODULE_INTERNAL = ("parent", "name")
+# Set by create_model itself (from the dataset and config.half_precision), not config.model.
+_RESERVED = ("num_classes", "dtype")
+
+
+def model_fields(model_name: str) -> list[str]:
+    """Keyword arguments the registered model accepts (its dataclass fields), in order."""
+    ctor = MODELS[model_name]
+    cls = ctor.func if isinstance(ctor, functools.partial) else ctor
+    return [f.name for f in dataclasses.fields(cls) if f.name not in _MODULE_INTERNAL]
+
+
+def _as_dict(model_config) -> dict[str, Any]:
+    if hasattr(model_config, "to_dict"):  # ml_collections (Frozen)ConfigDict
+        return dict(model_config.to_dict())
+    if isinstance(model_config, Mapping):
+        return dict(model_config)
+    raise TypeError(f"model_config must be a ConfigDict or a mapping, got {type(model_config)}.")
+
+
+def create_model(
+    model_config, num_classes: int, half_precision: bool = False, **overrides
+) -> nn.Module:
+    """Builds the module named by `model_config.name` with the remaining keys as its arguments.
+
+    `half_precision` selects bfloat16 computation (parameters stay float32); `overrides` (such
+    as `axis_name=None`) are passed to the constructor as well.
+    """
+    kwargs = _as_dict(model_config)
+    name = kwargs.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(
+            f"Unknown model {name!r} (config.model.name). Valid models: {', '.join(MODELS)}."
+        )
+    accepted = model_fields(name)
+    reserved = sorted(k for k in kwargs if k in _RESERVED)
+    if reserved:
+        raise ValueError(
+            f"config.model sets {', '.join(reserved)} for model {name!r}, but these are set by "
+            "create_model (num_classes from the dataset, dtype from config.half_precision). "
+            "Remove them from config.model."
+        )
+    unknown = sorted(k for k in {**kwargs, **overrides} if k not in accepted)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {', '.join(unknown)} in config.model for model {name!r}. "
+            f"It accepts: {', '.join(k for k in accepted if k not in _RESERVED)}."
+        )
+    # ConfigDict.to_dict and JSON round trips turn tuples into lists; modules expect tuples.
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    dtype = jnp.bfloat16 if half_precision else jnp.float32
+    return MODELS[name](**{"num_classes": num_classes, "dtype": dtype, **kwargs, **overrides})
+
+
+def count_params(params) -> int:
+    """Total number of scalars in a parameter tree (arrays or `jax.ShapeDtypeStruct`s)."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
