@@ -1,0 +1,118 @@
+"""Per-process batch iterators with exact resume.
+
+The train stream is a pure function of (config.seed, process index, start_step): epoch e is a
+shuffle of this process's slice seeded by (seed, e), cut to exactly steps_per_epoch batches, and
+every augmentation is keyed by (seed, process, e, index within the epoch). Resuming at step s
+therefore rebuilds epoch s // steps_per_epoch and skips the first batches before they are
+decoded or augmented, and yields bit-identical batches to an uninterrupted run.
+"""
+
+import itertools
+
+import numpy as np
+
+from imgcls.data import info as info_lib
+from imgcls.data import preprocess, sources
+from imgcls.data._tf import AUTOTUNE, tf
+
+
+def _options():
+    options = tf.data.Options()
+    options.deterministic = True
+    return options
+
+
+def _epoch_seed(seed, epoch):
+    """A well-mixed 31-bit seed (what tf.data keeps of a seed) for the shuffle of `epoch`."""
+    state = np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1, np.uint32)
+    return int(state[0]) >> 1
+
+
+def get_dataset_info(config):
+    """Metadata of config.dataset (preparing the TFDS data on first use)."""
+    source = sources.get_source(config)
+    extra = (config.dataset.train_split, config.dataset.eval_split)
+    return info_lib.DatasetInfo(
+        name=config.dataset.name,
+        num_classes=source.num_classes,
+        class_names=source.class_names,
+        image_shape=preprocess.output_shape(config, source.image_shape),
+        split_sizes=source.split_sizes(extra),
+    )
+
+
+def create_train_iterator(config, info, start_step=0):
+    """Infinite iterator of host-local {'image': uint8 [B, H, W, C], 'label': int32 [B]}.
+
+    B = config.batch_size // process_count. The batches from start_step on are exactly those
+    that create_train_iterator(config, info, 0) yields from index start_step on.
+    """
+    if start_step < 0:
+        raise ValueError(f"start_step={start_step} must be >= 0.")
+    spe = info_lib.steps_per_epoch(config, info)  # Validates the split and the batch size.
+    batch = info_lib.host_batch_size(config.batch_size)
+    index, count = info_lib.process_index_and_count()
+    first_epoch, skip_batches = divmod(start_step, spe)
+    source = sources.get_source(config)
+    return _train_batches(
+        config, info, source, index, count, spe, batch, first_epoch, skip_batches * batch
+    )
+
+
+def _train_batches(config, info, source, index, count, spe, batch, first_epoch, skip):
+    ds_config = config.dataset
+    split, seed = ds_config.train_split, int(config.seed)
+    cached = None
+    if ds_config.cache:
+        cached = source.read(split, index, count).map(source.decode, num_parallel_calls=AUTOTUNE)
+        cached = cached.cache()
+    base_key = tf.constant([seed, index], tf.int64)
+
+    for epoch in itertools.count(first_epoch):
+        epoch_seed = _epoch_seed(seed, epoch)
+        ds = cached if cached is not None else source.read(split, index, count, epoch_seed)
+        if ds_config.shuffle_buffer_size > 1:
+            ds = ds.shuffle(
+                ds_config.shuffle_buffer_size, seed=epoch_seed, reshuffle_each_iteration=False
+            )
+        ds = ds.take(spe * batch).enumerate()
+        if skip:
+            ds, skip = ds.skip(skip), 0
+        epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
+
+        def prepare(position, example, epoch_key=epoch_key):
+            if cached is None:
+                example = source.decode(example)
+            key = tf.random.experimental.stateless_fold_in(epoch_key, position)
+            return preprocess.preprocess_train(example, key, config, info.image_shape)
+
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
+        ds = ds.batch(batch, drop_remainder=True).prefetch(AUTOTUNE).with_options(_options())
+        yield from ds.as_numpy_iterator()
+
+
+def create_eval_iterator(config, info, split=None):
+    """Finite iterator of host-local {'image', 'label', 'mask'} batches of eval_batch_size / P.
+
+    Each example of this process's slice appears once, in a fixed order; the last batch is
+    padded with zeros and mask False, and every process yields num_eval_batches batches.
+    """
+    split = split or config.dataset.eval_split
+    num_batches = info_lib.num_eval_batches(config, info, split)  # Validates split and batch.
+    batch = info_lib.host_batch_size(config.eval_batch_size, key="config.eval_batch_size")
+    index, count = info_lib.process_index_and_count()
+    source = sources.get_source(config)
+
+    def prepare(raw):
+        example = preprocess.preprocess_eval(source.decode(raw), config, info.image_shape)
+        return {**example, "mask": tf.constant(True)}
+
+    padding = {
+        "image": tf.zeros(info.image_shape, tf.uint8),
+        "label": tf.constant(0, tf.int32),
+        "mask": tf.constant(False),
+    }
+    ds = source.read(split, index, count).map(prepare, num_parallel_calls=AUTOTUNE)
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+    ds = ds.take(num_batches * batch).batch(batch).prefetch(AUTOTUNE).with_options(_options())
+    return iter(ds.as_numpy_iterator())

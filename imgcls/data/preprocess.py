@@ -1,0 +1,97 @@
+"""Resizing and augmentation of decoded uint8 examples.
+
+All randomness comes from stateless TF ops keyed by a per-example seed that the pipeline
+derives from (config.seed, process, epoch, index within the epoch), so an augmented example
+is a pure function of its position in the stream and resuming reproduces it exactly. Images
+stay uint8 (rounded and clipped after resizing); normalization happens on device.
+"""
+
+from imgcls.data._tf import tf
+
+INCEPTION_AREA_RANGE = (0.08, 1.0)  # random-resized crop: fraction of the image area kept
+INCEPTION_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # ... and the range of its aspect ratio
+INCEPTION_MAX_ATTEMPTS = 10  # then fall back to the whole image
+CENTER_CROP_FRACTION = 0.875  # eval with inception_crop: resize to size / 0.875, crop size
+
+
+def output_shape(config, image_shape):
+    """(H, W, C) of preprocessed images; needs image_size > 0 for variable-size images."""
+    size = int(config.dataset.image_size)
+    if size > 0:
+        return (size, size, image_shape[-1])
+    if any(d is None for d in image_shape):
+        raise ValueError(
+            f"Dataset '{config.dataset.name}' has images of varying size {image_shape}; set "
+            "config.dataset.image_size > 0 to resize them to a common size."
+        )
+    return tuple(int(d) for d in image_shape)
+
+
+def _to_uint8(image):
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def resize(image, height, width):
+    """Bilinear (antialiased) resize of a uint8 image to [height, width], still uint8."""
+    resized = tf.image.resize(tf.cast(image, tf.float32), [height, width], antialias=True)
+    return _to_uint8(resized)
+
+
+def random_resized_crop(image, size, key):
+    """Inception-style crop: a random area/aspect-ratio box, resized to size x size."""
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
+        seed=key,
+        min_object_covered=0.0,
+        aspect_ratio_range=INCEPTION_ASPECT_RANGE,
+        area_range=INCEPTION_AREA_RANGE,
+        max_attempts=INCEPTION_MAX_ATTEMPTS,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return resize(tf.slice(image, begin, crop_size), size, size)
+
+
+def center_crop(image, size):
+    """Resizes the shorter side to size / CENTER_CROP_FRACTION, then crops the center."""
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = (size / CENTER_CROP_FRACTION) / tf.minimum(height, width)
+    new_height = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), size)
+    new_width = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), size)
+    image = resize(image, new_height, new_width)
+    top, left = (new_height - size) // 2, (new_width - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+def pad_and_random_crop(image, padding, key):
+    """Zero-pads by `padding` pixels on each side, then crops back to the original size."""
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    return tf.image.stateless_random_crop(padded, tf.shape(image), seed=key)
+
+
+def preprocess_train(example, key, config, shape):
+    """Resize or random-resized crop, pad-and-crop, flip; `key` is a [2] int64 seed."""
+    ds = config.dataset
+    image, size = example["image"], int(ds.image_size)
+    resize_key, crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+    if size > 0 and ds.inception_crop:
+        image = random_resized_crop(image, size, resize_key)
+    elif size > 0:
+        image = resize(image, size, size)
+    if ds.random_crop_padding > 0:
+        image = pad_and_random_crop(image, int(ds.random_crop_padding), crop_key)
+    if ds.random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+    return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
+
+
+def preprocess_eval(example, config, shape):
+    """Deterministic resize: center crop with inception_crop, plain resize otherwise."""
+    ds = config.dataset
+    image, size = example["image"], int(ds.image_size)
+    if size > 0 and ds.inception_crop:
+        image = center_crop(image, size)
+    elif size > 0:
+        image = resize(image, size, size)
+    return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
