@@ -1,0 +1,1 @@
+"""imgcls: a JAX/Flax research codebase for image classification."""

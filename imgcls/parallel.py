@@ -1,0 +1,55 @@
+"""Data parallelism over a 1-D `('data',)` device mesh.
+
+Steps are written per device, pmap-style: each sees its shard of the batch and reduces
+with named-axis collectives over `'data'`. `data_parallel` runs such a step as
+`jax.jit(jax.shard_map(...))`, which is what `jax.pmap` lowers to since JAX 0.8; the same
+code runs on one CPU, many devices, and many hosts (after `jax.distributed.initialize()`).
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+
+def create_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices of all processes (or the ones given)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, what: str = "config.batch_size") -> None:
+    n = mesh.devices.size
+    if batch_size % n:
+        raise ValueError(
+            f"{what}={batch_size} is not divisible by the {n} devices of the mesh; "
+            f"use a multiple of {n}."
+        )
+
+
+def global_batch(mesh: Mesh, local_batch):
+    """Assembles each process's host-local numpy batch into one global array sharded on data."""
+    sharding = batch_sharded(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def data_parallel(step, mesh: Mesh, in_specs, out_specs, donate_argnums=()):
+    """Runs a per-device step (the body one would `pmap`) over the mesh.
+
+    `check_vma=False` keeps pmap's semantics: gradients of replicated parameters stay
+    per-device until the step reduces them with `lax.pmean(grads, 'data')` itself.
+    """
+    sharded = jax.shard_map(
+        step, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+    )
+    return jax.jit(sharded, donate_argnums=donate_argnums)
