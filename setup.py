@@ -1,4 +1,5 @@
 """imgcls: image classification with JAX/Flax."""
+
 from setuptools import find_packages, setup
 
 setup(

@@ -39,6 +39,7 @@ def make_config(data_dir, batch_size=64, eval_batch_size=100, seed=0, **dataset)
     config = get_config()
     config.seed, config.batch_size, config.eval_batch_size = seed, batch_size, eval_batch_size
     config.dataset.data_dir = data_dir
+    config.dataset.random_crop_padding = 0  # no augmentation unless a test asks for it
     config.dataset.update(dataset)
     return config
 

@@ -1,0 +1,264 @@
+"""Training: the TrainState, per-device train/eval steps, and the train_and_evaluate loop.
+
+Models, steps and metrics here import and run without TensorFlow; only
+`train_and_evaluate` pulls in the tf.data input pipeline and the CLU writers.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from absl import logging
+from flax.training import train_state
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from imgcls import checkpointing, models, optim, parallel
+from imgcls import metrics as metrics_lib
+from imgcls.data.normalize import normalize
+
+AXIS = parallel.AXIS
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+def init_rng(seed: int):
+    return jax.random.fold_in(jax.random.key(seed), 0)
+
+
+def dropout_rng(seed: int, step, device_index):
+    """A fresh dropout key per step and device, derived from the seed alone (no RNG state)."""
+    key = jax.random.fold_in(jax.random.key(seed), 1)
+    return jax.random.fold_in(jax.random.fold_in(key, step), device_index)
+
+
+def create_train_state(seed: int, model, image_shape, tx, mesh) -> TrainState:
+    """Initialises the model and optimizer directly as arrays replicated over the mesh."""
+
+    def init():
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = model.init(init_rng(seed), dummy, train=False)
+        return TrainState.create(
+            apply_fn=model.apply,
+            params=variables["params"],
+            batch_stats=variables.get("batch_stats", {}),
+            tx=tx,
+        )
+
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+    """Per-example softmax cross-entropy against (optionally smoothed) integer labels."""
+    targets = jax.nn.one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def train_step(state, batch, *, seed, mean, std, label_smoothing, metrics_cls):
+    """One SGD step on this device's shard; gradients and BatchNorm statistics sync over 'data'."""
+    images = normalize(batch["image"], mean, std)
+    labels = batch["label"]
+    rng = dropout_rng(seed, state.step, lax.axis_index(AXIS))
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        logits, updates = state.apply_fn(
+            variables, images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+        )
+        per_example = cross_entropy(logits, labels, label_smoothing)
+        return per_example.mean(), (per_example, logits, updates)
+
+    grads, (per_example, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = lax.pmean(grads, AXIS)
+    state = state.apply_gradients(
+        grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
+    )
+    step_metrics = metrics_cls.gather_from_model_output(
+        axis_name=AXIS, loss=per_example, logits=logits, labels=labels
+    )
+    return state, step_metrics
+
+
+def eval_step(state, batch, *, mean, std, metrics_cls):
+    """Masked metrics of one eval batch shard (padding examples have mask False)."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    logits = state.apply_fn(variables, normalize(batch["image"], mean, std), train=False)
+    return metrics_cls.gather_from_model_output(
+        axis_name=AXIS,
+        loss=cross_entropy(logits, batch["label"]),
+        logits=logits,
+        labels=batch["label"],
+        mask=batch["mask"],
+    )
+
+
+def make_steps(config, num_classes: int, mesh):
+    """The data-parallel (jit + shard_map) train and eval steps for this config."""
+    metrics_cls = metrics_lib.metrics_collection(num_classes)
+    norm = dict(mean=tuple(config.dataset.mean), std=tuple(config.dataset.std))
+    p_train = parallel.data_parallel(
+        functools.partial(
+            train_step,
+            seed=config.seed,
+            label_smoothing=config.label_smoothing,
+            metrics_cls=metrics_cls,
+            **norm,
+        ),
+        mesh,
+        in_specs=(P(), P(AXIS)),
+        out_specs=(P(), P()),
+        donate_argnums=(0,),
+    )
+    p_eval = parallel.data_parallel(
+        functools.partial(eval_step, metrics_cls=metrics_cls, **norm),
+        mesh,
+        in_specs=(P(), P(AXIS)),
+        out_specs=P(),
+    )
+    return p_train, p_eval
+
+
+def evaluate(p_eval, state, batches, mesh):
+    """Merges the metrics of every eval batch; exact because padding is masked."""
+    total = None
+    for local_batch in batches:
+        batch_metrics = p_eval(state, parallel.global_batch(mesh, local_batch))
+        total = batch_metrics if total is None else total.merge(batch_metrics)
+    return total
+
+
+def num_train_steps(config, steps_per_epoch: int) -> int:
+    if config.num_train_steps > 0:
+        return int(config.num_train_steps)
+    return max(1, int(config.num_epochs * steps_per_epoch))
+
+
+def initial_state(config, info, mesh):
+    """The freshly initialised TrainState of `config`, its schedule and its total step count.
+
+    Also the template that checkpoints of `config` are restored into.
+    """
+    from imgcls import data
+
+    steps_per_epoch = data.steps_per_epoch(config, info)
+    total_steps = num_train_steps(config, steps_per_epoch)
+    model = models.create_model(config.model, info.num_classes, config.half_precision)
+    learning_rate_fn = optim.create_learning_rate_schedule(config, steps_per_epoch, total_steps)
+    tx = optim.create_optimizer(config, learning_rate_fn)
+    state = create_train_state(config.seed, model, info.image_shape, tx, mesh)
+    return state, learning_rate_fn, total_steps
+
+
+def _check_config(config, info, mesh) -> None:
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    channels = info.image_shape[-1]
+    for key in ("mean", "std"):
+        if len(config.dataset[key]) not in (1, channels):
+            raise ValueError(
+                f"config.dataset.{key} has {len(config.dataset[key])} values but the images "
+                f"have {channels} channels; give 1 or {channels} values."
+            )
+
+
+def save_config(config, workdir: str) -> None:
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics."""
+    from clu import periodic_actions
+
+    from imgcls import data, writers
+
+    os.makedirs(workdir, exist_ok=True)
+    info = data.get_dataset_info(config)
+    mesh = parallel.create_mesh()
+    _check_config(config, info, mesh)
+    save_config(config, workdir)
+
+    steps_per_epoch = data.steps_per_epoch(config, info)
+    eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
+    state, learning_rate_fn, total_steps = initial_state(config, info, mesh)
+
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints
+    )
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+        logging.info("Resumed from checkpoint at step %d.", int(state.step))
+    start_step = int(state.step)
+
+    writer = writers.create_writer(workdir, resume_step=start_step)
+    p_train, p_eval = make_steps(config, info.num_classes, mesh)
+    train_iter = data.create_train_iterator(config, info, start_step=start_step)
+    progress = periodic_actions.ReportProgress(
+        num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
+    )
+    logging.info(
+        "Training %s on %s: %d steps (%d per epoch), global batch %d on %d devices.",
+        config.model.name,
+        info.name,
+        total_steps,
+        steps_per_epoch,
+        config.batch_size,
+        mesh.devices.size,
+    )
+
+    def run_eval(state, step):
+        with progress.timed("eval"):
+            batches = data.create_eval_iterator(config, info)
+            scalars = metrics_lib.to_scalars(evaluate(p_eval, state, batches, mesh), "eval")
+        writer.write_scalars(step, scalars)
+        return scalars
+
+    t0 = time.time()
+    train_metrics, eval_metrics = None, None
+    try:
+        for step in range(start_step, total_steps):
+            batch = parallel.global_batch(mesh, next(train_iter))
+            state, step_metrics = p_train(state, batch)
+            train_metrics = (
+                step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+            )
+            done = step + 1
+            progress(done)
+            if done % config.log_every_steps == 0 or done == total_steps:
+                scalars = metrics_lib.to_scalars(train_metrics, "train")
+                scalars["learning_rate"] = float(learning_rate_fn(step))
+                writer.write_scalars(done, scalars)
+                train_metrics = None
+            eval_metrics = None
+            if done % eval_every == 0 or done == total_steps:
+                eval_metrics = run_eval(state, done)
+            if eval_metrics or done % config.checkpoint_every_steps == 0:
+                ckpt.save(done, state, eval_metrics)
+        if eval_metrics is None:  # finished before this call: report on the final state
+            eval_metrics = run_eval(state, int(state.step))
+    finally:  # also on interruption: complete an in-flight checkpoint write, flush the logs
+        ckpt.close()
+        writer.flush()
+    logging.info("Trained %d steps in %.1fs.", total_steps - start_step, time.time() - t0)
+    return eval_metrics
+
+
+def load_config_json(workdir: str):
+    """The resolved config a run saved as `W/config.json`."""
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
