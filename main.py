@@ -4,6 +4,7 @@ Any config value can be overridden from the command line, e.g.
 `--config.optimizer.learning_rate=0.1 --config.model.name=resnet18`.
 """
 
+import logging as pylogging
 import os
 import sys
 
@@ -22,9 +23,21 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_c
 flags.mark_flags_as_required(["workdir"])
 
 
+# INFO lines kept on the console: ours, and CLU's metric and progress lines. Library chatter
+# (Orbax, TFDS, XLA) still shows from WARNING up; `--verbosity=1` shows it all.
+_CONSOLE_INFO_FROM = ("imgcls", "main.py", "logging_writer.py", "clu/platform/local.py")
+
+
+def _quiet_library_info(record) -> bool:
+    if record.levelno >= pylogging.WARNING or FLAGS.verbosity >= 1:
+        return True
+    return any(part in record.pathname for part in _CONSOLE_INFO_FROM)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().python_handler.addFilter(_quiet_library_info)
     import jax
 
     from imgcls import train

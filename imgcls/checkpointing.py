@@ -29,9 +29,14 @@ class Checkpointer:
             ]
         )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=preserve, create=not read_only, read_only=read_only
+            preservation_policy=preserve,
+            create=not read_only,
+            read_only=read_only,
+            save_interval_steps=0 if read_only else 1,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -55,6 +60,18 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint in {self.directory}.")
+        if step not in self.manager.all_steps():
+            raise FileNotFoundError(
+                f"No checkpoint for step {step} in {self.directory}; "
+                f"saved steps: {self.all_steps()}."
+            )
+        mismatches = self._model_mismatches(step, state)
+        if mismatches:
+            raise ValueError(
+                f"Checkpoint step {step} in {self.directory} does not match the model of this "
+                f"config ({'; '.join(mismatches[:5])}). Use the config the checkpoint was "
+                f"trained with (W/config.json), or a fresh --workdir."
+            )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         try:
             return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -64,6 +81,28 @@ class Checkpointer:
                 f"config (different model, width or class count?). Use a fresh --workdir or "
                 f"the config the checkpoint was trained with. Orbax said: {e}"
             ) from e
+
+    def _model_mismatches(self, step: int, state) -> list[str]:
+        """Parameters and BatchNorm statistics missing, unexpected or of another shape."""
+
+        def shapes(tree):
+            flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+            return {
+                jax.tree_util.keystr(path): tuple(leaf.shape)
+                for path, leaf in flat
+                if jax.tree_util.keystr(path).startswith(("['params']", "['batch_stats']"))
+            }
+
+        saved = shapes(self.manager.item_metadata(step))
+        wanted = shapes({"params": state.params, "batch_stats": state.batch_stats})
+        problems = [f"{k} missing from the checkpoint" for k in wanted if k not in saved]
+        problems += [f"{k} not in this model" for k in saved if k not in wanted]
+        problems += [
+            f"{k} is {saved[k]} in the checkpoint but {shape} here"
+            for k, shape in wanted.items()
+            if k in saved and saved[k] != shape
+        ]
+        return problems
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import load_config, run_python
 
-from imgcls import checkpointing, parallel, train
+from imgcls import checkpointing, data, parallel, train
 
 
 def read_jsonl(workdir):
@@ -19,8 +19,6 @@ def read_jsonl(workdir):
 
 def restore_final(config, workdir):
     """The latest checkpoint of `workdir`, restored into a fresh state of `config`."""
-    from imgcls import data
-
     template, _, _ = train.initial_state(
         config, data.get_dataset_info(config), parallel.create_mesh()
     )
@@ -95,8 +93,14 @@ def test_restore_into_other_model_is_a_clear_error(digits_run):
     config, workdir, _ = digits_run
     other = config.copy_and_resolve_references()
     other.model.dense_features = 32
-    with pytest.raises(ValueError, match="does not match the model"):
+    with pytest.raises(ValueError, match=r"does not match the model.*\['Dense_0'\]\['kernel'\] is"):
         restore_final(other, workdir)
+    with pytest.raises(FileNotFoundError, match="No checkpoint for step 3 .*saved steps"):
+        state, _, _ = train.initial_state(
+            config, data.get_dataset_info(config), parallel.create_mesh()
+        )
+        with checkpointing.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+            ckpt.restore(state, step=3)
 
 
 class Interrupted(Exception):
