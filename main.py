@@ -19,6 +19,11 @@ flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
 flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host training)."
 )
+flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0 (else auto-detect)."
+)
+flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.mark_flags_as_required(["workdir"])
 
@@ -43,7 +48,11 @@ def main(argv):
     from imgcls import train
 
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
     logging.info(
         "JAX devices: %s (process %d of %d)",
         jax.devices(),

@@ -1,8 +1,10 @@
 """The embedded default: a small CNN on the scikit-learn digits (8x8 grayscale, 10 classes).
 
 Command:  python main.py --config=configs/default.py --workdir=runs/default   (or `make train`)
-Hardware: 2 CPU cores (x86-64), JAX CPU backend.
-Result:   not yet measured.
+Hardware: 2 CPU cores (x86-64), JAX 0.10.2 CPU backend.
+Result:   0.9887 test accuracy (351/355), test loss 0.026, in 17 s wall for `make train` after
+          installation (880 steps, dataset preparation included); seeds 0-3 give
+          0.9887 / 0.9915 / 0.9944 / 0.9887.
 
 The other configs import this one and change a few fields (as flax/examples/imagenet does),
 so every key that any config uses exists here with its default.

@@ -2,8 +2,10 @@
 
 Command:  python main.py --config=configs/synthetic_benchmark.py --workdir=runs/synthetic
           (benchmarks/train_throughput.py times the step alone, without the input pipeline)
-Hardware: not yet measured.
-Result:   not yet measured (no accuracy to reach: labels are synthetic).
+Hardware: one NVIDIA H200 (step alone, benchmarks/train_throughput.py): 6,819 images/s in
+          bfloat16 at batch 256 (3,813 in float32); 2 CPU cores: 2 images/s (float32, batch 16).
+Result:   no accuracy to reach (labels are synthetic); the end-to-end main.py run of this
+          config, input pipeline included, is not yet measured.
 """
 
 from configs import default

@@ -16,6 +16,7 @@ import optax
 from absl import logging
 from flax.training import train_state
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from imgcls import checkpointing, models, optim, parallel
@@ -142,6 +143,17 @@ def num_train_steps(config, steps_per_epoch: int) -> int:
     return max(1, int(config.num_epochs * steps_per_epoch))
 
 
+def prepare_dataset(config):
+    """Dataset info; with several processes, process 0 prepares the data while others wait."""
+    from imgcls import data
+
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            data.get_dataset_info(config)
+        multihost_utils.sync_global_devices("imgcls: dataset prepared")
+    return data.get_dataset_info(config)
+
+
 def initial_state(config, info, mesh):
     """The freshly initialised TrainState of `config`, its schedule and its total step count.
 
@@ -183,7 +195,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     from imgcls import data, writers
 
     os.makedirs(workdir, exist_ok=True)
-    info = data.get_dataset_info(config)
+    info = prepare_dataset(config)
     mesh = parallel.create_mesh()
     _check_config(config, info, mesh)
     save_config(config, workdir)
