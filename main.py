@@ -39,6 +39,21 @@ def _quiet_library_info(record) -> bool:
     return any(part in record.pathname for part in _CONSOLE_INFO_FROM)
 
 
+def parse_flags(argv):
+    """Like absl's parser, but a `--config.*` override naming no config key is one clear line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help.")
+    except (AttributeError, KeyError) as e:  # ml_collections: the override's key does not exist
+        detail = str(e).strip("'\"").replace("\\'", "'").replace("\\n", " ")
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        sys.exit(
+            f"imgcls: error: unknown config key in {' '.join(overrides)}: {detail} "
+            "(the config file's get_config() lists the valid keys)"
+        )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -75,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

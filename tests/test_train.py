@@ -226,7 +226,9 @@ def test_main_rejects_bad_config_key_and_type(tmp_path):
             "--config.optimizer.learnin_rate=0.1",
         ]
     )
-    assert proc.returncode != 0 and "learnin_rate" in proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "unknown config key in --config.optimizer.learnin_rate=0.1" in proc.stderr
+    assert 'Did you mean "learning_rate"' in proc.stderr
     proc = run_python(
         [
             "main.py",
