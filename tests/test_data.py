@@ -302,3 +302,34 @@ def test_tfds_catalog_dataset_under_mock_data(tmp_path):
         assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
         batches = list(data.create_eval_iterator(config, info))
         assert [int(b["mask"].sum()) for b in batches] == [16, 4]
+
+
+def test_eval_index_is_position_in_split_across_processes(data_dir, monkeypatch):
+    """`index` numbers the split in read order, also when 2 processes each read a slice."""
+    config = make_config(data_dir, eval_batch_size=64)
+    info = data.get_dataset_info(config)
+    single = list(data.create_eval_iterator(config, info))
+    images = np.concatenate([b["image"][b["mask"]] for b in single])
+    order = np.concatenate([b["index"][b["mask"]] for b in single])
+    np.testing.assert_array_equal(order, np.arange(355))
+    assert all((b["index"][~b["mask"]] == -1).all() for b in single)
+    seen = []
+    for index in range(2):
+        simulate_process(monkeypatch, index, 2)
+        for b in data.create_eval_iterator(config, info):
+            for i, image in zip(b["index"][b["mask"]], b["image"][b["mask"]], strict=True):
+                np.testing.assert_array_equal(image, images[i])  # the same example
+                seen.append(int(i))
+    assert sorted(seen) == list(range(355))
+
+
+def test_count_labels(data_dir):
+    config = make_config(data_dir)
+    info = data.get_dataset_info(config)
+    for split, total in (("train", 1442), ("test", 355)):
+        counts = data.count_labels(config, info, split)
+        expected = collections.Counter(label for _, label in read_split(data_dir, split).elements())
+        assert counts.tolist() == [expected[c] for c in range(10)] and counts.sum() == total
+    synthetic = synthetic_config()
+    counts = data.count_labels(synthetic, data.get_dataset_info(synthetic), "test")
+    assert counts.tolist() == [9] * 10  # label = index % 10 over 90 examples

@@ -11,6 +11,7 @@ from imgcls.data.normalize import normalize
 __all__ = [
     "DatasetInfo",
     "create_eval_iterator",
+    "count_labels",
     "create_train_iterator",
     "get_dataset_info",
     "normalize",
@@ -38,10 +39,18 @@ def create_train_iterator(config, info, start_step=0):
 
 
 def create_eval_iterator(config, info, split=None):
-    """Finite iterator of host-local eval batches {'image', 'label', 'mask'} (padded, masked).
+    """Finite iterator of host-local eval batches {'image', 'label', 'mask', 'index'}.
 
-    split defaults to config.dataset.eval_split.
+    Padded and masked so every example of the split is seen exactly once; `index` is the
+    example's position in the split (-1 for padding). split defaults to config.dataset.eval_split.
     """
     from imgcls.data import pipeline
 
     return pipeline.create_eval_iterator(config, info, split)
+
+
+def count_labels(config, info, split):
+    """Examples per class (int array of length num_classes) in the whole split."""
+    from imgcls.data import pipeline
+
+    return pipeline.count_labels(config, info, split)

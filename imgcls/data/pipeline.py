@@ -92,27 +92,43 @@ def _train_batches(config, info, source, index, count, spe, batch, first_epoch, 
 
 
 def create_eval_iterator(config, info, split=None):
-    """Finite iterator of host-local {'image', 'label', 'mask'} batches of eval_batch_size / P.
+    """Finite iterator of host-local {'image', 'label', 'mask', 'index'} batches.
 
-    Each example of this process's slice appears once, in a fixed order; the last batch is
-    padded with zeros and mask False, and every process yields num_eval_batches batches.
+    Batches hold eval_batch_size / P examples. Each example of this process's slice appears
+    once, in a fixed order, with `index` its position in the split; the last batch is padded
+    with zeros, mask False and index -1, and every process yields num_eval_batches batches.
     """
     split = split or config.dataset.eval_split
     num_batches = info_lib.num_eval_batches(config, info, split)  # Validates split and batch.
     batch = info_lib.host_batch_size(config.eval_batch_size, key="config.eval_batch_size")
     index, count = info_lib.process_index_and_count()
+    first, _ = info_lib.process_slice(info_lib.split_size(info, split), index, count)
     source = sources.get_source(config)
 
-    def prepare(raw):
+    def prepare(position, raw):
         example = preprocess.preprocess_eval(source.decode(raw), config, info.image_shape)
-        return {**example, "mask": tf.constant(True)}
+        return {**example, "mask": tf.constant(True), "index": position}
 
     padding = {
         "image": tf.zeros(info.image_shape, tf.uint8),
         "label": tf.constant(0, tf.int32),
         "mask": tf.constant(False),
+        "index": tf.constant(-1, tf.int64),
     }
-    ds = source.read(split, index, count).map(prepare, num_parallel_calls=AUTOTUNE)
+    ds = source.read(split, index, count).enumerate(first).map(prepare, AUTOTUNE)
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
     ds = ds.take(num_batches * batch).batch(batch).prefetch(AUTOTUNE).with_options(_options())
     return iter(ds.as_numpy_iterator())
+
+
+def count_labels(config, info, split):
+    """Examples per class in the whole split (read by this process alone, labels only)."""
+    source = sources.get_source(config)
+    ds = source.read(split, 0, 1)
+    if "label" not in ds.element_spec:  # synthetic: labels come with decoding
+        ds = ds.map(source.decode, AUTOTUNE)
+    labels = ds.map(lambda ex: ex["label"], AUTOTUNE).batch(8192).prefetch(AUTOTUNE)
+    counts = np.zeros(info.num_classes, np.int64)
+    for chunk in labels.as_numpy_iterator():
+        counts += np.bincount(chunk, minlength=info.num_classes)
+    return counts
