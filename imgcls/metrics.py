@@ -32,6 +32,38 @@ def metrics_collection(num_classes: int) -> type[metrics.Collection]:
     return MetricsWithTop5 if num_classes >= 5 else Metrics
 
 
+def confusion_matrix_metric(num_classes: int) -> type[metrics.Metric]:
+    """A mergeable [true, predicted] count matrix; precision/recall/F1 derive from it."""
+
+    @flax.struct.dataclass
+    class ConfusionMatrix(metrics.Metric):
+        matrix: jnp.ndarray
+
+        @classmethod
+        def empty(cls):
+            return cls(matrix=jnp.zeros((num_classes, num_classes), jnp.int32))
+
+        @classmethod
+        def from_model_output(cls, *, logits, labels, mask=None, **_):
+            weight = jnp.ones_like(labels) if mask is None else mask.astype(jnp.int32)
+            matrix = jnp.zeros((num_classes, num_classes), jnp.int32)
+            return cls(matrix=matrix.at[labels, logits.argmax(-1)].add(weight))
+
+        def merge(self, other):
+            return type(self)(matrix=self.matrix + other.matrix)
+
+        def compute(self):
+            return self.matrix
+
+    return ConfusionMatrix
+
+
+def report_collection(num_classes: int) -> type[metrics.Collection]:
+    """The evaluation collection plus the confusion matrix, for checkpoint reports."""
+    fields = dict(metrics_collection(num_classes).__annotations__)
+    return metrics.Collection.create(**fields, confusion=confusion_matrix_metric(num_classes))
+
+
 def to_scalars(collection: metrics.Collection, prefix: str) -> dict[str, float]:
     """Computes a collection on the host as `{prefix_name: float}`."""
     return {f"{prefix}_{k}": float(v) for k, v in collection.compute().items()}
