@@ -127,6 +127,11 @@ class ResNet(nn.Module):
                 x = self.block_cls(
                     self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=nn.relu
                 )(x)
+        # Grad-CAM hook (imgcls.cam): adds a zero "perturbations" variable, whose gradient is the
+        # feature map's; a no-op unless that collection is passed. Skipped under init so the
+        # variables hold no batch-shaped array (only params and batch_stats).
+        if not self.is_initializing():
+            x = self.perturb("features", x)
         self.sow("intermediates", "features", x)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)

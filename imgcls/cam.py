@@ -1,0 +1,134 @@
+"""Grad-CAM (Selvaraju et al. 2017): where in the image a model finds evidence for a class.
+
+A trained classifier can be right for the wrong reason (a watermark, the background, a border);
+accuracy alone does not show it, a class-activation map does. Grad-CAM needs no change to the
+architecture and works for every model here: each one adds a zero-valued 'perturbations/features'
+variable to its last spatial feature map A (`Module.perturb`, a no-op unless that collection is
+passed) and sows A as 'intermediates/features'. The gradient of the class score with respect to
+the perturbation is the gradient with respect to A, so one forward and one backward pass give
+
+    weights[n, k] = mean over (i, j) of d logit[n, c_n] / d A[n, i, j, k]
+    cam[n] = relu(sum_k weights[n, k] * A[n, :, :, k])
+
+which is upsampled bilinearly to the input size and scaled to [0, 1] per image. The model runs
+in eval mode (BatchNorm running averages, no dropout), as at inference.
+"""
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["cam_argmax", "grad_cam"]
+
+FEATURES = "features"
+# Only these collections are passed to the model; anything else in `variables` is ignored.
+_INPUT_COLLECTIONS = ("params", "batch_stats")
+
+
+class _StaticModel:
+    """Makes a module a static jit argument: equal (hashable) modules share one compilation;
+    unhashable ones (e.g. a ResNet, whose `stage_sizes` is a list) are keyed by identity."""
+
+    __slots__ = ("model", "_hashable")
+
+    def __init__(self, model):
+        self.model = model
+        try:
+            hash(model)
+            self._hashable = True
+        except TypeError:
+            self._hashable = False
+
+    def __hash__(self):
+        return hash(self.model) if self._hashable else id(self.model)
+
+    def __eq__(self, other):
+        if not isinstance(other, _StaticModel):
+            return NotImplemented
+        if self._hashable and other._hashable:
+            return type(self.model) is type(other.model) and self.model == other.model
+        return self.model is other.model
+
+
+def _class_score_and_features(static, variables, perturbations, images, class_indices):
+    logits, state = static.model.apply(
+        {**variables, "perturbations": perturbations},
+        images,
+        train=False,
+        mutable=["intermediates"],
+    )
+    score = jnp.take_along_axis(logits, class_indices[:, None], axis=1).sum()
+    return score, state["intermediates"][FEATURES][0]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _grad_cam(static, variables, images, class_indices):
+    model = static.model
+    # Zero perturbations shaped like the feature map: the model creates them when the collection
+    # is mutable (only their shapes are used, so XLA drops this forward pass).
+    _, state = model.apply(variables, images, train=False, mutable=["perturbations"])
+    perturbations = jax.tree.map(jnp.zeros_like, state["perturbations"])
+    grads, features = jax.grad(_class_score_and_features, argnums=2, has_aux=True)(
+        static, variables, perturbations, images, class_indices
+    )
+    grads = grads[FEATURES].astype(jnp.float32)
+    features = features.astype(jnp.float32)
+    weights = jnp.mean(grads, axis=(1, 2))  # [N, K]
+    cam = jax.nn.relu(jnp.einsum("nhwk,nk->nhw", features, weights))
+    n, height, width = images.shape[:3]
+    cam = jax.image.resize(cam, (n, height, width), method="bilinear")
+    cam = jnp.maximum(cam, 0.0)  # bilinear weights are non-negative; guards rounding only
+    peak = jnp.max(cam, axis=(1, 2), keepdims=True)
+    return jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)
+
+
+def grad_cam(model, variables: Mapping[str, Any], images, class_indices) -> np.ndarray:
+    """Grad-CAM maps of `class_indices` for `images`, as float32 numpy [N, H, W] in [0, 1].
+
+    Args:
+      model: an imgcls Flax module (it must call `self.perturb('features', x)` and
+        `self.sow('intermediates', 'features', x)` on its last spatial feature map).
+      variables: {'params': ..., 'batch_stats': ...} ('batch_stats' optional); other
+        collections are ignored.
+      images: float32 [N, H, W, C], normalised as the model's inputs.
+      class_indices: int [N], the class to explain for each image.
+
+    Each map is divided by its maximum; an image with no positive evidence gets an all-zero map.
+    """
+    images = jnp.asarray(images, jnp.float32)
+    class_indices = jnp.asarray(class_indices, jnp.int32)
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}.")
+    if class_indices.shape != images.shape[:1]:
+        raise ValueError(
+            f"class_indices must have shape [N] = {images.shape[:1]}, got {class_indices.shape}."
+        )
+    inputs = {k: variables[k] for k in _INPUT_COLLECTIONS if k in variables and variables[k]}
+    if "params" not in inputs:
+        raise ValueError("variables must contain 'params'.")
+    probe = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=False, mutable=["intermediates", "perturbations"]),
+        inputs,
+        images[:1],
+    )[1]
+    if FEATURES not in probe.get("perturbations", {}) or FEATURES not in probe.get(
+        "intermediates", {}
+    ):
+        raise ValueError(
+            f"{type(model).__name__} does not expose its feature map to Grad-CAM: it must call "
+            f"self.perturb('{FEATURES}', x) and self.sow('intermediates', '{FEATURES}', x)."
+        )
+    cams = _grad_cam(_StaticModel(model), inputs, images, class_indices)
+    return np.asarray(cams, np.float32)
+
+
+def cam_argmax(cams) -> np.ndarray:
+    """(row, column) of each map's maximum, as int [N, 2] (the first one on ties)."""
+    cams = np.asarray(cams)
+    n, _, width = cams.shape
+    flat = np.argmax(cams.reshape(n, -1), axis=1)
+    return np.stack([flat // width, flat % width], axis=1)
