@@ -15,7 +15,14 @@ from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, logs and reports.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval"],
+    "train: train (or resume) --config in --workdir. eval: evaluate a checkpoint of --workdir.",
+)
+flags.DEFINE_string("checkpoint", "latest", "--mode=eval: 'latest', 'best' or a step number.")
+flags.DEFINE_string("split", None, "--mode=eval: the split to evaluate (default: the config's).")
 flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host training)."
 )
@@ -74,9 +81,11 @@ def main(argv):
         jax.process_index(),
         jax.process_count(),
     )
-    if FLAGS.config is None:
-        raise app.UsageError("--config is required for --mode=train, e.g. configs/default.py")
     try:
+        if FLAGS.mode == "eval":
+            return _evaluate()
+        if FLAGS.config is None:
+            raise app.UsageError("--config is required for --mode=train, e.g. configs/default.py")
         result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, FileNotFoundError) as e:
         print(f"imgcls: error: {e}", file=sys.stderr)
@@ -86,6 +95,20 @@ def main(argv):
         f"Final {split} accuracy: {result['eval_accuracy']:.4f}  "
         f"loss: {result['eval_loss']:.4f}  (workdir: {FLAGS.workdir})"
     )
+    if "report_dir" in result:
+        print(f"Report: {os.path.join(result['report_dir'], 'report.md')}")
+    return 0
+
+
+def _evaluate():
+    from imgcls import evaluate
+
+    r = evaluate.evaluate_checkpoint(FLAGS.workdir, FLAGS.checkpoint, FLAGS.split)
+    print(
+        f"{r['split']} at step {r['step']} ({r['checkpoint']} checkpoint): "
+        f"accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  macro F1 {r['macro_avg']['f1']:.4f}"
+    )
+    print(f"Report: {os.path.join(r['report_dir'], 'report.md')}")
     return 0
 
 

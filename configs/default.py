@@ -63,4 +63,7 @@ def get_config():
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2
+    # At the end of training, evaluate the final state and write W/eval/<split>_<step>/
+    # (metrics.json, predictions.npz, report.md and figures), as `--mode=eval` does.
+    config.final_report = True
     return config

@@ -132,6 +132,7 @@ def evaluate(p_eval, state, batches, mesh):
     """Merges the metrics of every eval batch; exact because padding is masked."""
     total = None
     for local_batch in batches:
+        local_batch = {k: local_batch[k] for k in ("image", "label", "mask")}
         batch_metrics = p_eval(state, parallel.global_batch(mesh, local_batch))
         total = batch_metrics if total is None else total.merge(batch_metrics)
     return total
@@ -262,6 +263,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         ckpt.close()
         writer.flush()
     logging.info("Trained %d steps in %.1fs.", total_steps - start_step, time.time() - t0)
+    if config.final_report:
+        from imgcls import evaluate as report_eval  # (train.evaluate is the loop's eval)
+
+        results = report_eval.evaluate_state(config, workdir, state, info, mesh, "final")
+        eval_metrics = {**eval_metrics, "report_dir": results["report_dir"]}
     return eval_metrics
 
 
