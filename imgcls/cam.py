@@ -12,6 +12,13 @@ the perturbation is the gradient with respect to A, so one forward and one backw
 
 which is upsampled bilinearly to the input size and scaled to [0, 1] per image. The model runs
 in eval mode (BatchNorm running averages, no dropout), as at inference.
+
+The map shows positive evidence for the logit as the model computes it. Because the channel
+weights are spatial means, a flatten head (the CNN) whose logit is driven by *where* a feature
+is rather than *which* feature it is, or a logit that scores the absence of another class's
+evidence, can give a zero or background-dominated map; tests/test_cam.py shows a setup where it
+localises reliably. The core is jitted per module (by equality for hashable modules, by identity
+otherwise, e.g. the ResNets, whose `stage_sizes` is a list).
 """
 
 import functools

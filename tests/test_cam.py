@@ -16,15 +16,21 @@ CORNERS = {0: (2, 2), 1: (20, 20)}
 MARGIN = 2  # the CNN's feature map is 8x8 (4 pixels per cell), upsampled bilinearly
 
 
-def make_dataset(n, seed):
-    """Low-amplitude noise images with one bright 8x8 patch at the position of their class."""
+def make_images(present, seed):
+    """Low-amplitude noise images with a bright 8x8 patch at CORNERS[c] where present[:, c]."""
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n).astype(np.int32)
-    images = 0.1 * rng.standard_normal((n, SIZE, SIZE, 1)).astype(np.float32)
-    for image, label in zip(images, labels, strict=True):
-        row, col = CORNERS[int(label)]
-        image[row : row + PATCH, col : col + PATCH] += 1.0
-    return images, labels
+    images = 0.1 * rng.standard_normal((len(present), SIZE, SIZE, 1)).astype(np.float32)
+    for image, flags in zip(images, present, strict=True):
+        for label in np.flatnonzero(flags):
+            row, col = CORNERS[int(label)]
+            image[row : row + PATCH, col : col + PATCH] += 1.0
+    return images
+
+
+def make_dataset(n, seed):
+    """The 2-class task: one patch per image, its position is the class."""
+    labels = np.random.default_rng(seed).integers(0, 2, n).astype(np.int32)
+    return make_images(np.eye(2, dtype=bool)[labels], seed + 1), labels
 
 
 def inside_patch(point, label):
@@ -36,30 +42,42 @@ def inside_patch(point, label):
 
 @pytest.fixture(scope="module")
 def trained_cnn():
+    """A CNN whose class-c logit is evidence for a patch at CORNERS[c].
+
+    Trained with one sigmoid per class on images with one patch or both, by SGD with momentum.
+    With a softmax on one-patch images only, "patch at CORNERS[0]" and "no patch at CORNERS[1]"
+    are the same feature, so a logit may score the absence of the other patch; and Adam moves
+    every weight of the flatten head at the same rate, so the constant background activations
+    come to carry much of each output's bias. Grad-CAM, whose channel weights are spatial means
+    of the gradient, then rightly shows an all-negative (zeroed) or background-dominated map.
+    Measured over seeds: one-patch softmax with Adam missed on 4 of 8, either change alone on
+    about 1 in 8, both together on none of 32.
+    """
     model = create_model(
         {"name": "cnn", "features": (16, 32), "dense_features": 32, "dropout_rate": 0.0}, 2
     )
-    images, labels = make_dataset(1024, seed=0)
+    rng = np.random.default_rng(0)
+    present = np.array([[1, 0], [0, 1], [1, 1]], np.float32)[rng.integers(0, 3, 1024)]
+    images = make_images(present.astype(bool), seed=1)
     params = model.init(jax.random.key(0), images[:1], train=False)["params"]
-    tx = optax.adam(1e-3)
+    tx = optax.sgd(0.05, momentum=0.9)
 
     @jax.jit
     def step(params, opt_state, x, y):
         def loss_fn(p):
             logits = model.apply({"params": p}, x, train=False)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+            return optax.sigmoid_binary_cross_entropy(logits, y).mean(), logits
 
         (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
+        accuracy = jnp.mean((logits > 0) == (y > 0.5))
         return optax.apply_updates(params, updates), opt_state, accuracy
 
     opt_state = tx.init(params)
     accuracies = []
-    for i in range(80):
-        start = (i * 64) % len(images)
-        batch = slice(start, start + 64)
-        params, opt_state, accuracy = step(params, opt_state, images[batch], labels[batch])
+    for i in range(100):
+        batch = slice((i * 64) % len(images), (i * 64) % len(images) + 64)
+        params, opt_state, accuracy = step(params, opt_state, images[batch], present[batch])
         accuracies.append(float(accuracy))
     assert np.mean(accuracies[-10:]) == 1.0
     return model, {"params": params}
@@ -81,7 +99,11 @@ def test_grad_cam_localises_the_class_evidence(trained_cnn):
     np.testing.assert_allclose(peaks[peaks > 0], 1.0, rtol=1e-6)
 
     maxima = cam_argmax(cams)
-    inside = [inside_patch(point, label) for point, label in zip(maxima, labels, strict=True)]
+    # An all-zero map (no positive evidence) has its "maximum" at (0, 0): it counts as a miss.
+    inside = [
+        inside_patch(point, label) and peak > 0
+        for point, label, peak in zip(maxima, labels, peaks, strict=True)
+    ]
     assert np.mean(inside) >= 0.8, f"only {np.mean(inside):.2f} of the CAM maxima on the patch"
 
 
