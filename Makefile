@@ -19,8 +19,9 @@ $(STAMP): setup.py constraints.txt
 train: $(STAMP)
 	$(PY) main.py --config=configs/default.py --workdir=$(WORKDIR)
 
+# Test files run on all cores (-n auto): XLA compiles mostly on one thread per process.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

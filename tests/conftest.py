@@ -32,6 +32,7 @@ def digits_config(data_dir):
     config = load_config("default")
     config.dataset.data_dir = data_dir
     config.log_every_steps = 10
+    config.final_report = False  # tests/test_evaluate.py covers the report
     return config
 
 

@@ -35,6 +35,7 @@ def digits_run(tmp_path_factory, data_dir):
     config.eval_every_epochs = 4
     config.log_every_steps = 10
     config.checkpoint_every_steps = 50
+    config.final_report = False
     workdir = str(tmp_path_factory.mktemp("digits_run"))
     return config, workdir, train.train_and_evaluate(config, workdir)
 
@@ -154,6 +155,7 @@ config.model = dict(name='resnet18', num_filters=4, stem='small')
 config.batch_size = 32
 config.num_train_steps = 6
 config.log_every_steps = 1
+config.final_report = False
 config.optimizer.name = 'sgd'
 config.optimizer.learning_rate = 0.05
 config.dataset.mean, config.dataset.std = (0.3,), (0.4,)
@@ -192,6 +194,7 @@ def test_cifar10_tiny_resnet_two_steps_under_mock_data(tmp_path):
     config.eval_batch_size = 8
     config.num_train_steps = 2
     config.dataset.shuffle_buffer_size = 16
+    config.final_report = False
     with tfds.testing.mock_data(num_examples=24):
         result = train.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(result["eval_loss"]) and 0.0 <= result["eval_accuracy"] <= 1.0
