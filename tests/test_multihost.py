@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,6 +44,13 @@ imgcls.data.create_train_iterator = two_host_stream
 """
 
 
+# After training, every process takes part in evaluating the checkpoint; process 0 writes it.
+EVALUATE = """
+from imgcls import evaluate
+evaluate.evaluate_checkpoint(sys.argv[2])
+"""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,7 +69,15 @@ def test_two_processes_equal_one_process(data_dir, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", DISTRIBUTED + DEVICE_RUN, address, str(i), data_dir, multi],
+            [
+                sys.executable,
+                "-c",
+                DISTRIBUTED + DEVICE_RUN + EVALUATE,
+                address,
+                str(i),
+                data_dir,
+                multi,
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -87,3 +103,24 @@ def test_two_processes_equal_one_process(data_dir, tmp_path):
     np.testing.assert_allclose(
         np.load(single + "/params.npy"), np.load(multi + "/params.npy"), atol=1e-5
     )
+
+    # The 2-process evaluation of that checkpoint equals a 1-device evaluation of it.
+    one_device = str(tmp_path / "one_device")
+    shutil.copytree(multi, one_device, ignore=shutil.ignore_patterns("eval"))
+    proc = run_python(["main.py", "--mode=eval", f"--workdir={one_device}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two, one = (os.path.join(w, "eval", "test_6") for w in (multi, one_device))
+    two_metrics, one_metrics = (read_json(os.path.join(d, "metrics.json")) for d in (two, one))
+    assert two_metrics["confusion_matrix"] == one_metrics["confusion_matrix"]
+    assert two_metrics["num_examples"] == one_metrics["num_examples"] == 355
+    assert two_metrics["accuracy"] == one_metrics["accuracy"]
+    np.testing.assert_allclose(two_metrics["loss"], one_metrics["loss"], atol=1e-6)
+    two_pred, one_pred = (np.load(os.path.join(d, "predictions.npz")) for d in (two, one))
+    np.testing.assert_array_equal(two_pred["index"], np.arange(355))
+    np.testing.assert_array_equal(two_pred["labels"], one_pred["labels"])
+    np.testing.assert_allclose(two_pred["logits"], one_pred["logits"], atol=1e-5)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
