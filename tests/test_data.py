@@ -333,3 +333,26 @@ def test_count_labels(data_dir):
     synthetic = synthetic_config()
     counts = data.count_labels(synthetic, data.get_dataset_info(synthetic), "test")
     assert counts.tolist() == [9] * 10  # label = index % 10 over 90 examples
+
+
+def test_concurrent_preparation_of_the_same_data_dir(tmp_path):
+    """Parallel sweep trials (or hosts) preparing one data_dir all end up reading it."""
+    code = (
+        "import sys; sys.path.insert(0, '.');"
+        "from tests.test_data import make_config; import imgcls.data as data;"
+        "print(data.get_dataset_info(make_config(sys.argv[1])).split_sizes)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert "'train': 1442" in out

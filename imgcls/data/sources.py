@@ -86,7 +86,12 @@ class TFDSSource:
         except tfds.core.registered.DatasetNotFoundError as e:
             raise ValueError(_UNKNOWN.format(name=ds.name)) from e
         if not self.builder.is_prepared():
-            self.builder.download_and_prepare(download_config=download_config)
+            try:
+                self.builder.download_and_prepare(download_config=download_config)
+            except FileExistsError:  # another process (a parallel trial, a host) won the race
+                self.builder = tfds.builder(ds.name, data_dir=data_dir)
+                if not self.builder.is_prepared():
+                    raise
         features = self.builder.info.features
         if not {"image", "label"} <= set(features.keys()):
             raise ValueError(
