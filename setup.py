@@ -17,6 +17,7 @@ setup(
         "ml-collections>=1.0",
         "numpy>=2.0",
         "optax>=0.2.5",
+        "optuna>=4.0",
         "orbax-checkpoint>=0.12",
         "scikit-learn>=1.5",
         "tensorboard>=2.18",
