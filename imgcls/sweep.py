@@ -244,7 +244,7 @@ def run_optuna(launcher, module, args) -> None:
 
     def objective(trial):
         overrides = module.search_space(trial)
-        name = f"trial{trial.number:03d}_{hyper.trial_name(overrides)}"
+        name = f"trial{trial.number:03d}"  # sampled floats make unreadable names
         trial.set_user_attr("name", name)
 
         def on_eval(step, value):

@@ -197,7 +197,8 @@ def test_optuna_search_prunes_or_ranks_diverging_trials_last(tmp_path, data_dir)
             assert t.state == optuna.trial.TrialState.PRUNED or t.value < min(good)
     assert study.best_trial.params["learning_rate"] == 3e-3
     rows = read_csv(workdir / "results.csv")
-    assert len(rows) == 4 and "learning_rate=0.003" in rows[0]["name"]
+    assert len(rows) == 4 and rows[0]["optimizer.learning_rate"] == "0.003"
+    assert sorted(r["name"] for r in rows) == ["trial000", "trial001", "trial002", "trial003"]
 
     again = sweep(spec, *args)  # the study is complete: nothing more runs
     assert again.returncode == 0 and "running 0 more" in again.stdout
