@@ -203,3 +203,21 @@ def test_optuna_search_prunes_or_ranks_diverging_trials_last(tmp_path, data_dir)
     again = sweep(spec, *args)  # the study is complete: nothing more runs
     assert again.returncode == 0 and "running 0 more" in again.stdout
     assert len(optuna.load_study(study_name="sweep_def", storage=storage).trials) == 4
+
+
+def test_parallel_trials_get_their_own_gpus():
+    from imgcls.sweep import Devices
+
+    def slots(devices, n):
+        return [devices.slots.get() for _ in range(n)]
+
+    four = Devices(["0", "1", "2", "3"], parallel=2)
+    assert slots(four, 2) == ["0,1", "2,3"] and four.memory_fraction is None
+    assert four.env("2,3")["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in four.env("2,3")
+    shared = Devices(["0", "1"], parallel=4)  # two trials per GPU share its memory
+    assert slots(shared, 4) == ["0", "1", "0", "1"]
+    assert shared.env("1")["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45"
+    cpu = Devices([], parallel=3)
+    assert slots(cpu, 3) == [None, None, None]
+    assert cpu.env(None).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
