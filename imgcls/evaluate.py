@@ -6,7 +6,6 @@ recall and F1 derive from) are merged on device as CLU metrics; logits reach the
 be saved in `predictions.npz` and to pick the examples that the figures show.
 """
 
-import functools
 import json
 import os
 import re
@@ -24,7 +23,6 @@ from imgcls.data.normalize import normalize
 GRID_EXAMPLES = 16  # correct and wrong examples shown in predictions.png (each)
 CAM_EXAMPLES = 4  # correct and wrong examples explained in cam.png (each)
 COUNT_LABELS_MAX_EXAMPLES = 300_000  # larger splits are left out of class_distribution.png
-DEVICE_KEYS = ("image", "label", "mask")  # what a batch sends to the devices
 
 
 def report_dir(workdir: str, split: str, step: int) -> str:
@@ -80,20 +78,6 @@ def evaluate_checkpoint(workdir: str, checkpoint: str = "latest", split: str | N
     return evaluate_state(config, workdir, state, info, mesh, checkpoint)
 
 
-def predict_step(state, batch, *, mean, std, collection):
-    """Per-device logits and the masked report metrics of one eval batch shard."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    logits = state.apply_fn(variables, normalize(batch["image"], mean, std), train=False)
-    batch_metrics = collection.gather_from_model_output(
-        axis_name=parallel.AXIS,
-        loss=train.cross_entropy(logits, batch["label"]),
-        logits=logits,
-        labels=batch["label"],
-        mask=batch["mask"],
-    )
-    return batch_metrics, logits
-
-
 class _Examples:
     """Keeps the images of the first correct and the most confidently wrong predictions."""
 
@@ -133,22 +117,10 @@ def predict(config, info, state, mesh):
     """One pass over the eval split: merged metrics, all predictions, and example images."""
     from imgcls import data
 
-    collection = metrics_lib.report_collection(info.num_classes)
-    p_predict = parallel.data_parallel(
-        functools.partial(
-            predict_step,
-            mean=tuple(config.dataset.mean),
-            std=tuple(config.dataset.std),
-            collection=collection,
-        ),
-        mesh,
-        in_specs=(P(), P(parallel.AXIS)),
-        out_specs=(P(), P(parallel.AXIS)),
-    )
+    p_eval = train.make_eval_step(config, metrics_lib.report_collection(info.num_classes), mesh)
     total, local, examples = None, [], _Examples(GRID_EXAMPLES)
     for batch in data.create_eval_iterator(config, info):
-        device_batch = parallel.global_batch(mesh, {k: batch[k] for k in DEVICE_KEYS})
-        batch_metrics, logits = p_predict(state, device_batch)
+        batch_metrics, logits = train.run_eval_step(p_eval, state, batch, mesh)
         total = batch_metrics if total is None else total.merge(batch_metrics)
         logits = np.asarray(
             multihost_utils.global_array_to_host_local_array(logits, mesh, P(parallel.AXIS))

@@ -89,51 +89,70 @@ def train_step(state, batch, *, seed, mean, std, label_smoothing, metrics_cls):
     return state, step_metrics
 
 
+# What an eval batch sends to the devices; its 'index' (position in the split) stays on the host.
+EVAL_DEVICE_KEYS = ("image", "label", "mask")
+
+
 def eval_step(state, batch, *, mean, std, metrics_cls):
-    """Masked metrics of one eval batch shard (padding examples have mask False)."""
+    """Logits and masked metrics of one eval batch shard (padding examples have mask False)."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     logits = state.apply_fn(variables, normalize(batch["image"], mean, std), train=False)
-    return metrics_cls.gather_from_model_output(
+    batch_metrics = metrics_cls.gather_from_model_output(
         axis_name=AXIS,
         loss=cross_entropy(logits, batch["label"]),
         logits=logits,
         labels=batch["label"],
         mask=batch["mask"],
     )
+    return batch_metrics, logits
+
+
+def make_eval_step(config, metrics_cls, mesh):
+    """The data-parallel eval step: metrics merged over devices, logits sharded on 'data'."""
+    return parallel.data_parallel(
+        functools.partial(
+            eval_step,
+            mean=tuple(config.dataset.mean),
+            std=tuple(config.dataset.std),
+            metrics_cls=metrics_cls,
+        ),
+        mesh,
+        in_specs=(P(), P(AXIS)),
+        out_specs=(P(), P(AXIS)),
+    )
+
+
+def run_eval_step(p_eval, state, local_batch, mesh):
+    """Runs the eval step on one host-local eval batch from the input pipeline."""
+    device_batch = {k: local_batch[k] for k in EVAL_DEVICE_KEYS}
+    return p_eval(state, parallel.global_batch(mesh, device_batch))
 
 
 def make_steps(config, num_classes: int, mesh):
     """The data-parallel (jit + shard_map) train and eval steps for this config."""
     metrics_cls = metrics_lib.metrics_collection(num_classes)
-    norm = dict(mean=tuple(config.dataset.mean), std=tuple(config.dataset.std))
     p_train = parallel.data_parallel(
         functools.partial(
             train_step,
             seed=config.seed,
+            mean=tuple(config.dataset.mean),
+            std=tuple(config.dataset.std),
             label_smoothing=config.label_smoothing,
             metrics_cls=metrics_cls,
-            **norm,
         ),
         mesh,
         in_specs=(P(), P(AXIS)),
         out_specs=(P(), P()),
         donate_argnums=(0,),
     )
-    p_eval = parallel.data_parallel(
-        functools.partial(eval_step, metrics_cls=metrics_cls, **norm),
-        mesh,
-        in_specs=(P(), P(AXIS)),
-        out_specs=P(),
-    )
-    return p_train, p_eval
+    return p_train, make_eval_step(config, metrics_cls, mesh)
 
 
 def evaluate(p_eval, state, batches, mesh):
     """Merges the metrics of every eval batch; exact because padding is masked."""
     total = None
     for local_batch in batches:
-        local_batch = {k: local_batch[k] for k in ("image", "label", "mask")}
-        batch_metrics = p_eval(state, parallel.global_batch(mesh, local_batch))
+        batch_metrics, _ = run_eval_step(p_eval, state, local_batch, mesh)
         total = batch_metrics if total is None else total.merge(batch_metrics)
     return total
 
