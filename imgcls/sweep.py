@@ -55,14 +55,6 @@ def base_config_path(module) -> str:
     raise FileNotFoundError(f"BASE_CONFIG {path} not found (relative paths are from {ROOT}).")
 
 
-def read_status(trial_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(trial_dir, "status.json")) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def write_status(trial_dir: str, **status) -> None:
     path = os.path.join(trial_dir, "status.json")
     with open(path + ".tmp", "w") as f:
@@ -203,7 +195,7 @@ class Launcher:
         todo = []
         for overrides in trials:
             name = hyper.trial_name(overrides)
-            previous = read_status(os.path.join(self.workdir, name))
+            previous = sweep_results.read_status(os.path.join(self.workdir, name))
             if previous and previous.get("state") == "done":
                 print(f"skip (done): {name}", flush=True)
             else:
@@ -252,7 +244,7 @@ def run_optuna(launcher, module, args) -> None:
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     if args.storage is None:  # this machine's own study: a RUNNING trial was interrupted
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     remaining = args.trials - len(study.get_trials(deepcopy=False, states=finished))
 
     def objective(trial):

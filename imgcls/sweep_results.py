@@ -77,6 +77,15 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
+def read_status(trial_dir: str) -> dict | None:
+    """A trial's status.json (written by imgcls.sweep); None if missing or unreadable."""
+    try:
+        with open(os.path.join(trial_dir, "status.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def collect(workdir) -> list[dict]:
     """One row per subdirectory of `workdir` holding a status.json, in directory-name order."""
     rows = []
@@ -84,11 +93,10 @@ def collect(workdir) -> list[dict]:
         status_path = os.path.join(entry.path, "status.json")
         if not entry.is_dir() or not os.path.exists(status_path):
             continue
-        try:
-            with open(status_path, encoding="utf-8") as f:
-                status = json.load(f)
-        except (OSError, ValueError) as e:  # being rewritten by the launcher right now
-            status = {"state": "unknown", "error": f"unreadable status.json: {e}"}
+        status = read_status(entry.path) or {
+            "state": "unknown",
+            "error": "unreadable status.json",
+        }
         row = {
             "name": status.get("name") or entry.name,
             "state": status.get("state", "unknown"),
