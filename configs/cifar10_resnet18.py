@@ -14,8 +14,8 @@ def get_config():
     config = default.get_config()
     config.dataset.name = "cifar10"
     config.dataset.shuffle_buffer_size = 50_000
-    config.dataset.random_crop_padding = 4
-    config.dataset.random_flip = True
+    config.augment.random_crop_padding = 4
+    config.augment.horizontal_flip = True
     config.dataset.mean = (0.4914, 0.4822, 0.4465)
     config.dataset.std = (0.2470, 0.2435, 0.2616)
 

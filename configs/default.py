@@ -18,23 +18,55 @@ def get_config():
     config.seed = 0
 
     config.dataset = ml_collections.ConfigDict()
-    config.dataset.name = "digits"  # 'digits', 'synthetic', or any TFDS catalog name
+    config.dataset.name = "digits"  # 'digits', 'synthetic', 'folder', or any TFDS catalog name
     config.dataset.data_dir = ""  # TFDS data_dir; '' means TFDS's default (~/tensorflow_datasets)
     config.dataset.train_split = "train"
-    config.dataset.eval_split = "test"
+    # Evaluated during training, for the best checkpoint and early stopping; '' = eval_split.
+    config.dataset.validation_split = ""
+    # > 0: hold out this last fraction of train_split as the validation split.
+    config.dataset.validation_fraction = 0.0
+    config.dataset.eval_split = "test"  # the final report's split (keep it untouched)
     config.dataset.image_size = 0  # resize to image_size x image_size; 0 keeps the native size
+    # With image_size > 0: resize the shorter side to image_size / crop_fraction, then crop
+    # the center (eval) or a random image_size square (train, without random_resized_crop).
+    config.dataset.crop_fraction = 0.875
     config.dataset.shuffle_buffer_size = 2048
     config.dataset.cache = True  # cache decoded examples in memory (small datasets only)
-    config.dataset.random_crop_padding = 1  # pad by this many pixels, then crop back (0: off)
-    config.dataset.random_flip = False  # random horizontal flip
-    config.dataset.inception_crop = False  # random-resized crop (ImageNet-style training)
+    # 'tf': tf.data on the host. 'device': the whole train split as uint8 on the accelerators,
+    # shuffled and augmented (crop, flip, erasing) in JAX; for datasets that fit in memory.
+    config.dataset.pipeline = "tf"
+    # Class imbalance: 'none', 'loss' (class-weighted loss) or 'sampling' (balanced batches).
+    config.dataset.balance = "none"
     config.dataset.mean = (0.5,)  # per-channel, in [0, 1] units; applied on device
     config.dataset.std = (0.5,)
+    # Only read when name == 'folder': root/<split>/<class>/* or root/<class>/* (auto split).
+    config.dataset.path = ""
+    config.dataset.channels = 3  # images are converted to 1 (grayscale) or 3 (RGB) channels
+    config.dataset.split_fractions = (0.8, 0.1, 0.1)  # train/validation/test for root/<class>/*
+    config.dataset.strict = False  # fail on unreadable files instead of skipping them
     # Only read when name == 'synthetic'.
     config.dataset.num_classes = 10
     config.dataset.image_shape = (32, 32, 3)
     config.dataset.num_train_examples = 1024
     config.dataset.num_eval_examples = 256
+
+    # Training-split augmentation; every entry at its "off" value is a no-op.
+    config.augment = ml_collections.ConfigDict()
+    config.augment.random_resized_crop = False  # Inception-style crop (needs image_size > 0)
+    config.augment.area_range = (0.08, 1.0)  # ... fraction of the image area it keeps
+    config.augment.random_crop_padding = 1  # pad by this many pixels, then crop back (0: off)
+    config.augment.horizontal_flip = False
+    config.augment.vertical_flip = False
+    config.augment.rotation = 0.0  # max degrees, uniform in [-rotation, rotation]
+    config.augment.zoom = 0.0  # scale uniform in [1 - zoom, 1 + zoom]
+    config.augment.translation = 0.0  # max shift, as a fraction of height and width
+    config.augment.brightness = 0.0  # max delta, as a fraction of the value range
+    config.augment.contrast = 0.0  # factor uniform in [1 - contrast, 1 + contrast]
+    config.augment.saturation = 0.0  # factor uniform in [1 - saturation, 1 + saturation]
+    config.augment.hue = 0.0  # max hue shift, in [0, 0.5] turns
+    config.augment.erasing = 0.0  # probability of erasing a random rectangle (random values)
+    config.augment.mixup = 0.0  # Beta(alpha, alpha) of mixup on device; 0: off
+    config.augment.cutmix = 0.0  # Beta(alpha, alpha) of cutmix; with mixup, one per batch
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "cnn"  # see imgcls.models.MODELS
@@ -60,6 +92,8 @@ def get_config():
     config.num_epochs = 40.0
     config.num_train_steps = -1  # wins over num_epochs when > 0
     config.eval_every_epochs = 10.0
+    # Stop when the validation accuracy has not improved for this many evaluations (0: off).
+    config.early_stopping_patience = 0
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2

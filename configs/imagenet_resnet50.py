@@ -14,8 +14,8 @@ def get_config():
     config.dataset.name = "imagenet2012"
     config.dataset.eval_split = "validation"
     config.dataset.image_size = 224
-    config.dataset.inception_crop = True  # random-resized crop for training; center crop eval
-    config.dataset.random_flip = True
+    config.augment.random_resized_crop = True  # center crop for eval
+    config.augment.horizontal_flip = True
     config.dataset.cache = False
     config.dataset.shuffle_buffer_size = 16 * 1024
     config.dataset.mean = (0.485, 0.456, 0.406)

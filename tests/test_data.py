@@ -36,11 +36,13 @@ def data_dir(tmp_path_factory):
 
 
 def make_config(data_dir, batch_size=64, eval_batch_size=100, seed=0, **dataset):
+    """The default config on data_dir; keyword arguments set config.augment or config.dataset."""
     config = get_config()
     config.seed, config.batch_size, config.eval_batch_size = seed, batch_size, eval_batch_size
     config.dataset.data_dir = data_dir
-    config.dataset.random_crop_padding = 0  # no augmentation unless a test asks for it
-    config.dataset.update(dataset)
+    config.augment.random_crop_padding = 0  # no augmentation unless a test asks for it
+    for key, value in dataset.items():
+        (config.augment if key in config.augment else config.dataset)[key] = value
     return config
 
 
@@ -126,7 +128,7 @@ def test_digits_builder(data_dir):
 
 
 def test_train_iterator_deterministic_per_seed(data_dir):
-    config = make_config(data_dir, random_flip=True, random_crop_padding=1)
+    config = make_config(data_dir, horizontal_flip=True, random_crop_padding=1)
     info = data.get_dataset_info(config)
     first = list(itertools.islice(data.create_train_iterator(config, info), 3))
     again = list(itertools.islice(data.create_train_iterator(config, info), 3))
@@ -139,9 +141,9 @@ def test_train_iterator_deterministic_per_seed(data_dir):
 @pytest.mark.parametrize(
     "start, dataset",
     [
-        (7, dict(random_crop_padding=2, random_flip=True)),
-        (20, dict(random_crop_padding=2, random_flip=True, cache=False)),  # spe = 22
-        (21, dict(image_size=12, inception_crop=True, random_flip=True)),
+        (7, dict(random_crop_padding=2, horizontal_flip=True)),
+        (20, dict(random_crop_padding=2, horizontal_flip=True, cache=False)),  # spe = 22
+        (21, dict(image_size=12, random_resized_crop=True, horizontal_flip=True)),
     ],
 )
 def test_train_resume_is_exact(data_dir, start, dataset):
@@ -156,7 +158,7 @@ def test_train_resume_is_exact(data_dir, start, dataset):
 def test_augmentation_changes_images_not_order(data_dir):
     plain = make_config(data_dir)
     info = data.get_dataset_info(plain)
-    augmented = make_config(data_dir, random_crop_padding=2, random_flip=True)
+    augmented = make_config(data_dir, random_crop_padding=2, horizontal_flip=True)
     a = next(data.create_train_iterator(plain, info))
     b = next(data.create_train_iterator(augmented, info))
     np.testing.assert_array_equal(a["label"], b["label"])
@@ -176,7 +178,7 @@ def test_epoch_covers_train_split_once(data_dir):
     assert not np.array_equal(batches[0]["label"], batches[spe]["label"])  # Reshuffled.
 
 
-@pytest.mark.parametrize("dataset", [dict(), dict(image_size=10, inception_crop=True)])
+@pytest.mark.parametrize("dataset", [dict(), dict(image_size=10, random_resized_crop=True)])
 def test_eval_iterator_covers_split_once(data_dir, dataset):
     config = make_config(data_dir, **dataset)
     info = data.get_dataset_info(config)

@@ -110,7 +110,7 @@ class Interrupted(Exception):
 
 def test_interrupted_then_resumed_equals_uninterrupted(digits_config, tmp_path, monkeypatch):
     config = digits_config
-    config.dataset.random_crop_padding = 1  # augmentation randomness must resume too
+    config.augment.random_crop_padding = 1  # augmentation randomness must resume too
     config.num_train_steps = 30
     config.checkpoint_every_steps = 10
     config.eval_every_epochs = 100  # evaluate only at the end

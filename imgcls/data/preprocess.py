@@ -6,12 +6,11 @@ is a pure function of its position in the stream and resuming reproduces it exac
 stay uint8 (rounded and clipped after resizing); normalization happens on device.
 """
 
+from imgcls.data import augment
 from imgcls.data._tf import tf
 
-INCEPTION_AREA_RANGE = (0.08, 1.0)  # random-resized crop: fraction of the image area kept
-INCEPTION_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # ... and the range of its aspect ratio
+INCEPTION_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # random-resized crop: aspect ratio range
 INCEPTION_MAX_ATTEMPTS = 10  # then fall back to the whole image
-CENTER_CROP_FRACTION = 0.875  # eval with inception_crop: resize to size / 0.875, crop size
 
 
 def output_shape(config, image_shape):
@@ -37,7 +36,7 @@ def resize(image, height, width):
     return _to_uint8(resized)
 
 
-def random_resized_crop(image, size, key):
+def random_resized_crop(image, size, key, area_range):
     """Inception-style crop: a random area/aspect-ratio box, resized to size x size."""
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
@@ -45,23 +44,35 @@ def random_resized_crop(image, size, key):
         seed=key,
         min_object_covered=0.0,
         aspect_ratio_range=INCEPTION_ASPECT_RANGE,
-        area_range=INCEPTION_AREA_RANGE,
+        area_range=tuple(area_range),
         max_attempts=INCEPTION_MAX_ATTEMPTS,
         use_image_if_no_bounding_boxes=True,
     )
     return resize(tf.slice(image, begin, crop_size), size, size)
 
 
-def center_crop(image, size):
-    """Resizes the shorter side to size / CENTER_CROP_FRACTION, then crops the center."""
+def resize_shorter_side(image, size, crop_fraction):
+    """Resizes (keeping the aspect ratio) so the shorter side is size / crop_fraction."""
     shape = tf.shape(image)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    scale = (size / CENTER_CROP_FRACTION) / tf.minimum(height, width)
+    scale = (size / crop_fraction) / tf.minimum(height, width)
     new_height = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), size)
     new_width = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), size)
-    image = resize(image, new_height, new_width)
-    top, left = (new_height - size) // 2, (new_width - size) // 2
+    return resize(image, new_height, new_width)
+
+
+def center_crop(image, size, crop_fraction):
+    """Resizes the shorter side to size / crop_fraction, then crops the center square."""
+    image = resize_shorter_side(image, size, crop_fraction)
+    shape = tf.shape(image)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
     return image[top : top + size, left : left + size]
+
+
+def random_crop(image, size, key, crop_fraction):
+    """Resizes the shorter side to size / crop_fraction, then crops a random square."""
+    image = resize_shorter_side(image, size, crop_fraction)
+    return tf.image.stateless_random_crop(image, [size, size, tf.shape(image)[2]], seed=key)
 
 
 def pad_and_random_crop(image, padding, key):
@@ -71,27 +82,27 @@ def pad_and_random_crop(image, padding, key):
 
 
 def preprocess_train(example, key, config, shape):
-    """Resize or random-resized crop, pad-and-crop, flip; `key` is a [2] int64 seed."""
-    ds = config.dataset
+    """Resize (random-resized crop or resize + random crop), pad-and-crop, then augment.
+
+    `key` is a [2] int64 seed; the augmentations are those of config.augment.
+    """
+    ds, aug = config.dataset, config.augment
     image, size = example["image"], int(ds.image_size)
-    resize_key, crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-    if size > 0 and ds.inception_crop:
-        image = random_resized_crop(image, size, resize_key)
+    resize_key, crop_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+    if size > 0 and aug.random_resized_crop:
+        image = random_resized_crop(image, size, resize_key, aug.area_range)
     elif size > 0:
-        image = resize(image, size, size)
-    if ds.random_crop_padding > 0:
-        image = pad_and_random_crop(image, int(ds.random_crop_padding), crop_key)
-    if ds.random_flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+        image = random_crop(image, size, resize_key, float(ds.crop_fraction))
+    if aug.random_crop_padding > 0:
+        image = pad_and_random_crop(image, int(aug.random_crop_padding), crop_key)
+    image = augment.augment_image(image, augment_key, aug)
     return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
 
 
 def preprocess_eval(example, config, shape):
-    """Deterministic resize: center crop with inception_crop, plain resize otherwise."""
+    """Deterministic: with image_size > 0, resize the shorter side and crop the center."""
     ds = config.dataset
     image, size = example["image"], int(ds.image_size)
-    if size > 0 and ds.inception_crop:
-        image = center_crop(image, size)
-    elif size > 0:
-        image = resize(image, size, size)
+    if size > 0:
+        image = center_crop(image, size, float(ds.crop_fraction))
     return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
