@@ -18,8 +18,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, logs a
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "eval"],
-    "train: train (or resume) --config in --workdir. eval: evaluate a checkpoint of --workdir.",
+    ["train", "eval", "inspect"],
+    "train: train (or resume) --config in --workdir. eval: evaluate a checkpoint of --workdir. "
+    "inspect: describe --config's dataset (sizes, classes, samples, augmentations) in W/inspect.",
 )
 flags.DEFINE_string("checkpoint", "latest", "--mode=eval: 'latest', 'best' or a step number.")
 flags.DEFINE_string("split", None, "--mode=eval: the split to evaluate (default: the config's).")
@@ -85,18 +86,27 @@ def main(argv):
         if FLAGS.mode == "eval":
             return _evaluate()
         if FLAGS.config is None:
-            raise app.UsageError("--config is required for --mode=train, e.g. configs/default.py")
+            raise app.UsageError(
+                f"--config is required for --mode={FLAGS.mode}, e.g. configs/default.py"
+            )
+        if FLAGS.mode == "inspect":
+            return _inspect()
         result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, FileNotFoundError) as e:
         print(f"imgcls: error: {e}", file=sys.stderr)
         return 1
-    split = FLAGS.config.dataset.eval_split
-    print(
-        f"Final {split} accuracy: {result['eval_accuracy']:.4f}  "
-        f"loss: {result['eval_loss']:.4f}  (workdir: {FLAGS.workdir})"
-    )
+    config = FLAGS.config
+    validation = config.dataset.validation_split or config.dataset.validation_fraction
+    if validation:
+        print(f"Final validation accuracy: {result['eval_accuracy']:.4f}")
     if "report_dir" in result:
+        print(f"Final {result['report_split']} accuracy: {result['report_accuracy']:.4f}")
         print(f"Report: {os.path.join(result['report_dir'], 'report.md')}")
+    elif not validation:
+        print(
+            f"Final {config.dataset.eval_split} accuracy: {result['eval_accuracy']:.4f}  "
+            f"loss: {result['eval_loss']:.4f}  (workdir: {FLAGS.workdir})"
+        )
     return 0
 
 
@@ -109,6 +119,30 @@ def _evaluate():
         f"accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  macro F1 {r['macro_avg']['f1']:.4f}"
     )
     print(f"Report: {os.path.join(r['report_dir'], 'report.md')}")
+    return 0
+
+
+def _inspect():
+    from imgcls import inspection
+
+    summary = inspection.inspect_dataset(FLAGS.config, FLAGS.workdir)
+    print(f"Dataset {summary['dataset']}: {summary['num_classes']} classes")
+    for role, split in summary["splits"].items():
+        counts = summary["class_counts"][split["split"]]
+        print(
+            f"  {role:<10} {split['split']:<20} {split['examples']:>8} examples, "
+            f"{min(counts)}-{max(counts)} per class"
+        )
+    for split, stats in summary["image_sizes"].items():
+        h, w = stats["height"], stats["width"]
+        print(
+            f"  image sizes in {split} ({stats['sampled']} sampled): height "
+            f"{h['min']}-{h['max']} (median {h['median']:g}), width {w['min']}-{w['max']} "
+            f"(median {w['median']:g})"
+        )
+    for warning in summary["warnings"]:
+        print(f"  warning: {warning}")
+    print(f"Report: {os.path.join(summary['inspect_dir'], 'inspect.md')}")
     return 0
 
 

@@ -9,21 +9,35 @@ import jax.numpy as jnp
 from clu import metrics
 
 
-def _top5_correct(logits, labels, **_):
+def _correct(logits, labels, targets=None, **_):
+    """1/0 per example; with soft `targets` (mixup, cutmix), the target mass of the prediction.
+
+    That is lam * [pred == a] + (1 - lam) * [pred == b] for a mix of labels a and b, and the
+    usual accuracy for one-hot targets.
+    """
+    predicted = logits.argmax(-1)
+    if targets is None:
+        return (predicted == labels).astype(jnp.float32)
+    return jnp.take_along_axis(targets, predicted[..., None], axis=-1)[..., 0]
+
+
+def _top5_correct(logits, labels, targets=None, **_):
     top5 = jnp.argsort(logits, axis=-1)[..., -5:]
-    return jnp.any(top5 == labels[..., None], axis=-1).astype(jnp.float32)
+    if targets is None:
+        return jnp.any(top5 == labels[..., None], axis=-1).astype(jnp.float32)
+    return jnp.take_along_axis(targets, top5, axis=-1).sum(-1)
 
 
 @flax.struct.dataclass
 class Metrics(metrics.Collection):
     loss: metrics.Average.from_output("loss")
-    accuracy: metrics.Accuracy
+    accuracy: metrics.Average.from_fun(_correct)
 
 
 @flax.struct.dataclass
 class MetricsWithTop5(metrics.Collection):  # CLU reads only a class's own annotations
     loss: metrics.Average.from_output("loss")
-    accuracy: metrics.Accuracy
+    accuracy: metrics.Average.from_fun(_correct)
     top5_accuracy: metrics.Average.from_fun(_top5_correct)
 
 

@@ -38,9 +38,18 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "config.batch_size
 
 
 def global_batch(mesh: Mesh, local_batch):
-    """Assembles each process's host-local numpy batch into one global array sharded on data."""
+    """Assembles each process's host-local numpy batch into one global array sharded on data.
+
+    Global jax.Arrays (from the device-resident pipeline) pass through unchanged.
+    """
     sharding = batch_sharded(mesh)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+    def assemble(x):
+        if isinstance(x, jax.Array):
+            return x
+        return jax.make_array_from_process_local_data(sharding, x)
+
+    return jax.tree.map(assemble, local_batch)
 
 
 def data_parallel(step, mesh: Mesh, in_specs, out_specs, donate_argnums=()):

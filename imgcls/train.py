@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 from imgcls import checkpointing, models, optim, parallel
 from imgcls import metrics as metrics_lib
+from imgcls.data import jax_augment
 from imgcls.data.normalize import normalize
 
 AXIS = parallel.AXIS
@@ -58,24 +59,59 @@ def create_train_state(seed: int, model, image_shape, tx, mesh) -> TrainState:
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
     """Per-example softmax cross-entropy against (optionally smoothed) integer labels."""
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
+    return soft_cross_entropy(logits, jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+
+
+def soft_cross_entropy(logits, targets, label_smoothing: float = 0.0):
+    """Per-example softmax cross-entropy against target distributions (one-hot or mixed)."""
     if label_smoothing:
         targets = optax.smooth_labels(targets, label_smoothing)
     return optax.softmax_cross_entropy(logits, targets)
 
 
-def train_step(state, batch, *, seed, mean, std, label_smoothing, metrics_cls):
-    """One SGD step on this device's shard; gradients and BatchNorm statistics sync over 'data'."""
+def mixing_rng(seed: int, step, device_index):
+    """The mixup/cutmix key of a step and device (independent of the dropout key)."""
+    key = jax.random.fold_in(jax.random.key(seed), 2)
+    return jax.random.fold_in(jax.random.fold_in(key, step), device_index)
+
+
+def train_step(
+    state,
+    batch,
+    *,
+    seed,
+    mean,
+    std,
+    label_smoothing,
+    metrics_cls,
+    num_classes,
+    mixup=0.0,
+    cutmix=0.0,
+    class_weights=None,
+):
+    """One SGD step on this device's shard; gradients and BatchNorm statistics sync over 'data'.
+
+    mixup/cutmix mix this device's examples (soft targets); class_weights (one per class)
+    weight each example's loss by its target class, for imbalanced datasets.
+    """
     images = normalize(batch["image"], mean, std)
     labels = batch["label"]
-    rng = dropout_rng(seed, state.step, lax.axis_index(AXIS))
+    device = lax.axis_index(AXIS)
+    rng = dropout_rng(seed, state.step, device)
+    targets = jax.nn.one_hot(labels, num_classes)
+    if mixup or cutmix:
+        images, targets = jax_augment.mix(
+            images, targets, mixing_rng(seed, state.step, device), mixup, cutmix
+        )
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         logits, updates = state.apply_fn(
             variables, images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
         )
-        per_example = cross_entropy(logits, labels, label_smoothing)
+        per_example = soft_cross_entropy(logits, targets, label_smoothing)
+        if class_weights is not None:
+            per_example = per_example * (targets @ jnp.asarray(class_weights, jnp.float32))
         return per_example.mean(), (per_example, logits, updates)
 
     grads, (per_example, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -84,7 +120,7 @@ def train_step(state, batch, *, seed, mean, std, label_smoothing, metrics_cls):
         grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
     )
     step_metrics = metrics_cls.gather_from_model_output(
-        axis_name=AXIS, loss=per_example, logits=logits, labels=labels
+        axis_name=AXIS, loss=per_example, logits=logits, labels=labels, targets=targets
     )
     return state, step_metrics
 
@@ -128,7 +164,7 @@ def run_eval_step(p_eval, state, local_batch, mesh):
     return p_eval(state, parallel.global_batch(mesh, device_batch))
 
 
-def make_steps(config, num_classes: int, mesh):
+def make_steps(config, num_classes: int, mesh, class_weights=None):
     """The data-parallel (jit + shard_map) train and eval steps for this config."""
     metrics_cls = metrics_lib.metrics_collection(num_classes)
     p_train = parallel.data_parallel(
@@ -139,6 +175,10 @@ def make_steps(config, num_classes: int, mesh):
             std=tuple(config.dataset.std),
             label_smoothing=config.label_smoothing,
             metrics_cls=metrics_cls,
+            num_classes=num_classes,
+            mixup=float(config.augment.mixup),
+            cutmix=float(config.augment.cutmix),
+            class_weights=None if class_weights is None else tuple(class_weights),
         ),
         mesh,
         in_specs=(P(), P(AXIS)),
@@ -208,14 +248,51 @@ def save_config(config, workdir: str) -> None:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+class EarlyStopping:
+    """Stops when the validation accuracy has not improved for `patience` evaluations."""
+
+    def __init__(self, patience: int):
+        self.patience = int(patience)
+        self.best, self.since_best = -float("inf"), 0
+
+    def update(self, accuracy: float) -> bool:
+        """Records one evaluation; True when training should stop."""
+        if accuracy > self.best:
+            self.best, self.since_best = accuracy, 0
+        else:
+            self.since_best += 1
+        return self.should_stop
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.since_best >= self.patience
+
+
+def _logged_eval_accuracies(workdir: str, until_step: int) -> list[float]:
+    """The eval_accuracy values metrics.jsonl holds up to a step (replayed on resume)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r["eval_accuracy"] for r in rows if "eval_accuracy" in r and r["step"] <= until_step]
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns eval metrics."""
+    """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+    Evaluates periodically on the validation split (config.dataset.validation_split, else
+    eval_split) for the best checkpoint and early stopping; returns the last of those metrics,
+    plus the final report's 'report_dir', 'report_split' and 'report_accuracy'.
+    """
     from clu import periodic_actions
 
     from imgcls import data, writers
 
     os.makedirs(workdir, exist_ok=True)
     info = prepare_dataset(config)
+    config = data.resolve_splits(config, info)
+    info = data.get_dataset_info(config)
     mesh = parallel.create_mesh()
     _check_config(config, info, mesh)
     save_config(config, workdir)
@@ -233,32 +310,39 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     start_step = int(state.step)
 
     writer = writers.create_writer(workdir, resume_step=start_step)
-    p_train, p_eval = make_steps(config, info.num_classes, mesh)
-    train_iter = data.create_train_iterator(config, info, start_step=start_step)
+    stopper = EarlyStopping(config.early_stopping_patience)
+    for accuracy in _logged_eval_accuracies(workdir, start_step):
+        stopper.update(accuracy)
+    p_train, p_eval = make_steps(config, info.num_classes, mesh, data.class_weights(config, info))
+    train_iter = data.create_train_iterator(config, info, start_step=start_step, mesh=mesh)
+    validation_batches = data.eval_batches(config, info, data.validation_split(config))
     progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
     )
     logging.info(
-        "Training %s on %s: %d steps (%d per epoch), global batch %d on %d devices.",
+        "Training %s on %s: %d steps (%d per epoch), global batch %d on %d devices; "
+        "validating on '%s'.",
         config.model.name,
         info.name,
         total_steps,
         steps_per_epoch,
         config.batch_size,
         mesh.devices.size,
+        data.validation_split(config),
     )
 
     def run_eval(state, step):
         with progress.timed("eval"):
-            batches = data.create_eval_iterator(config, info)
+            batches = validation_batches()
             scalars = metrics_lib.to_scalars(evaluate(p_eval, state, batches, mesh), "eval")
         writer.write_scalars(step, scalars)
         return scalars
 
     t0 = time.time()
     train_metrics, eval_metrics = None, None
+    steps = range(start_step, total_steps) if not stopper.should_stop else ()
     try:
-        for step in range(start_step, total_steps):
+        for step in steps:
             batch = parallel.global_batch(mesh, next(train_iter))
             state, step_metrics = p_train(state, batch)
             train_metrics = (
@@ -276,17 +360,36 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 eval_metrics = run_eval(state, done)
             if eval_metrics or done % config.checkpoint_every_steps == 0:
                 ckpt.save(done, state, eval_metrics)
+            if eval_metrics and stopper.update(eval_metrics["eval_accuracy"]):
+                logging.info(
+                    "Early stopping at step %d: no better validation accuracy than %.4f for "
+                    "%d evaluations.",
+                    done,
+                    stopper.best,
+                    stopper.patience,
+                )
+                break
         if eval_metrics is None:  # finished before this call: report on the final state
             eval_metrics = run_eval(state, int(state.step))
+        last_step = int(state.step)
+        if stopper.patience > 0 and ckpt.best_step() not in (None, last_step):
+            best = ckpt.best_step()
+            state = ckpt.restore(state, step=best)
+            logging.info("Early stopping is on: the final report uses the best step, %d.", best)
     finally:  # also on interruption: complete an in-flight checkpoint write, flush the logs
         ckpt.close()
         writer.flush()
-    logging.info("Trained %d steps in %.1fs.", total_steps - start_step, time.time() - t0)
+    logging.info("Trained %d steps in %.1fs.", last_step - start_step, time.time() - t0)
     if config.final_report:
         from imgcls import evaluate as report_eval  # (train.evaluate is the loop's eval)
 
         results = report_eval.evaluate_state(config, workdir, state, info, mesh, "final")
-        eval_metrics = {**eval_metrics, "report_dir": results["report_dir"]}
+        eval_metrics = {
+            **eval_metrics,
+            "report_dir": results["report_dir"],
+            "report_split": results["split"],
+            "report_accuracy": results["accuracy"],
+        }
     return eval_metrics
 
 

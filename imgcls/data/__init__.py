@@ -5,18 +5,28 @@ normalize are TF-free, and the functions that build tf.data pipelines import the
 on first call. Models and training can therefore run where TensorFlow is not installed.
 """
 
-from imgcls.data.info import DatasetInfo, num_eval_batches, steps_per_epoch
+from imgcls.data.info import (
+    DatasetInfo,
+    num_eval_batches,
+    resolve_splits,
+    steps_per_epoch,
+    validation_split,
+)
 from imgcls.data.normalize import normalize
 
 __all__ = [
     "DatasetInfo",
+    "class_weights",
+    "eval_batches",
     "create_eval_iterator",
     "count_labels",
     "create_train_iterator",
     "get_dataset_info",
     "normalize",
     "num_eval_batches",
+    "resolve_splits",
     "steps_per_epoch",
+    "validation_split",
 ]
 
 
@@ -27,12 +37,22 @@ def get_dataset_info(config):
     return pipeline.get_dataset_info(config)
 
 
-def create_train_iterator(config, info, start_step=0):
-    """Infinite iterator of host-local train batches {'image': uint8, 'label': int32}.
+def create_train_iterator(config, info, start_step=0, mesh=None):
+    """Infinite iterator of train batches {'image': uint8, 'label': int32}.
 
     Deterministic in (config.seed, process index, start_step); resuming at start_step yields
-    exactly the batches an uninterrupted run yields from that step on.
+    exactly the batches an uninterrupted run yields from that step on. With
+    config.dataset.pipeline 'tf' the batches are host-local numpy arrays; with 'device' they
+    are global arrays already sharded over `mesh` (all devices when None).
     """
+    if config.dataset.pipeline == "device":
+        from imgcls.data import device_pipeline
+
+        return device_pipeline.DeviceTrainIterator(config, info, start_step, mesh)
+    if config.dataset.pipeline != "tf":
+        raise ValueError(
+            f"config.dataset.pipeline='{config.dataset.pipeline}' is not 'tf' or 'device'."
+        )
     from imgcls.data import pipeline
 
     return pipeline.create_train_iterator(config, info, start_step)
@@ -47,6 +67,35 @@ def create_eval_iterator(config, info, split=None):
     from imgcls.data import pipeline
 
     return pipeline.create_eval_iterator(config, info, split)
+
+
+def eval_batches(config, info, split):
+    """A function returning a fresh create_eval_iterator(config, info, split) on each call.
+
+    With the device pipeline the batches are decoded once and then replayed from host memory,
+    so evaluations during training run without TensorFlow.
+    """
+    if config.dataset.pipeline != "device":
+        return lambda: create_eval_iterator(config, info, split)
+    batches = list(create_eval_iterator(config, info, split))
+    return lambda: iter(batches)
+
+
+def class_weights(config, info):
+    """Per-class loss weights n / (K * n_c) for config.dataset.balance == 'loss', else None.
+
+    A class with no training examples gets weight 0.
+    """
+    balance = config.dataset.balance
+    if balance not in ("none", "loss", "sampling"):
+        raise ValueError(f"config.dataset.balance='{balance}' is not 'none', 'loss' or 'sampling'.")
+    if balance != "loss":
+        return None
+    import numpy as np
+
+    counts = count_labels(config, info, config.dataset.train_split).astype(np.float64)
+    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return tuple(float(w) for w in np.where(counts > 0, weights, 0.0))
 
 
 def count_labels(config, info, split):

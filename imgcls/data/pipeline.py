@@ -31,7 +31,8 @@ def _epoch_seed(seed, epoch):
 def get_dataset_info(config):
     """Metadata of config.dataset (preparing the TFDS data on first use)."""
     source = sources.get_source(config)
-    extra = (config.dataset.train_split, config.dataset.eval_split)
+    ds = config.dataset
+    extra = tuple(s for s in (ds.train_split, ds.validation_split, ds.eval_split) if s)
     return info_lib.DatasetInfo(
         name=config.dataset.name,
         num_classes=source.num_classes,
@@ -54,12 +55,43 @@ def create_train_iterator(config, info, start_step=0):
     index, count = info_lib.process_index_and_count()
     first_epoch, skip_batches = divmod(start_step, spe)
     source = sources.get_source(config)
+    rates = None
+    if config.dataset.balance == "sampling":
+        rates = _balanced_rates(count_labels(config, info, config.dataset.train_split))
     return _train_batches(
-        config, info, source, index, count, spe, batch, first_epoch, skip_batches * batch
+        config, info, source, index, count, spe, batch, first_epoch, skip_batches * batch, rates
     )
 
 
-def _train_batches(config, info, source, index, count, spe, batch, first_epoch, skip):
+def _balanced_rates(counts):
+    """Expected copies per example of each class, n / (K * n_c): equal classes, same length."""
+    counts = np.asarray(counts, np.float64)
+    present = counts > 0
+    rates = np.zeros_like(counts)
+    rates[present] = counts.sum() / (present.sum() * counts[present])
+    return rates
+
+
+def _resample(ds, rates, key):
+    """Repeats each example floor(rate + u) times, u ~ U[0, 1) keyed by its position.
+
+    Each class then contributes the same expected number of examples; the stream is a pure
+    function of the key, so resuming replays it exactly.
+    """
+    rates = tf.constant(rates, tf.float32)
+
+    def copies(position, example):
+        rate = tf.gather(rates, tf.cast(example["label"], tf.int32))
+        uniform = tf.random.stateless_uniform(
+            [], seed=tf.random.experimental.stateless_fold_in(key, position)
+        )
+        repeats = tf.cast(tf.floor(rate + uniform), tf.int64)
+        return tf.data.Dataset.from_tensors(example).repeat(repeats)
+
+    return ds.enumerate().flat_map(copies).repeat()  # repeat: the stream's length varies
+
+
+def _train_batches(config, info, source, index, count, spe, batch, first_epoch, skip, rates):
     ds_config = config.dataset
     split, seed = ds_config.train_split, int(config.seed)
     cached = None
@@ -71,6 +103,13 @@ def _train_batches(config, info, source, index, count, spe, batch, first_epoch, 
     for epoch in itertools.count(first_epoch):
         epoch_seed = _epoch_seed(seed, epoch)
         ds = cached if cached is not None else source.read(split, index, count, epoch_seed)
+        decoded = cached is not None
+        epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
+        if rates is not None:
+            if not decoded and "label" not in ds.element_spec:  # synthetic: label from decode
+                ds, decoded = ds.map(source.decode, num_parallel_calls=AUTOTUNE), True
+            resample_key = tf.random.experimental.stateless_fold_in(epoch_key, -1)
+            ds = _resample(ds, rates, resample_key)
         if ds_config.shuffle_buffer_size > 1:
             ds = ds.shuffle(
                 ds_config.shuffle_buffer_size, seed=epoch_seed, reshuffle_each_iteration=False
@@ -78,10 +117,9 @@ def _train_batches(config, info, source, index, count, spe, batch, first_epoch, 
         ds = ds.take(spe * batch).enumerate()
         if skip:
             ds, skip = ds.skip(skip), 0
-        epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
 
-        def prepare(position, example, epoch_key=epoch_key):
-            if cached is None:
+        def prepare(position, example, epoch_key=epoch_key, decoded=decoded):
+            if not decoded:
                 example = source.decode(example)
             key = tf.random.experimental.stateless_fold_in(epoch_key, position)
             return preprocess.preprocess_train(example, key, config, info.image_shape)

@@ -1,0 +1,128 @@
+"""The device-resident train pipeline: the whole train split as uint8 on the accelerators.
+
+For datasets that fit in accelerator memory (CIFAR-10 is 150 MB), reading, shuffling and
+augmenting on the host is the bottleneck of small models. Here the split is decoded once (by the
+eval preprocessing, so images already have the model's size), split evenly over the devices
+of the 'data' mesh axis, and every batch is gathered and augmented by one jitted function:
+no TensorFlow and no host-to-device copy in the training loop.
+
+Each device shuffles its own shard per epoch (a permutation keyed by seed, epoch and device),
+so an epoch covers every kept example once, as the tf.data pipeline does; the examples of a
+device stay on that device. Up to devices - 1 examples per process are left out so that the
+shards have equal size. Batches are a pure function of (seed, step, device count): resuming
+at a step reproduces them exactly.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from imgcls import parallel
+from imgcls.data import info as info_lib
+from imgcls.data import jax_augment
+
+AXIS = parallel.AXIS
+_PERMUTATION_SALT, _AUGMENT_SALT, _SAMPLING_SALT = 3, 4, 5  # keys distinct from the train step's
+
+
+def load_split(config, info, split):
+    """(images uint8 [n, H, W, C], labels int32 [n]) of this process's slice of `split`.
+
+    Decoded and resized by the tf.data eval pipeline, once.
+    """
+    from imgcls import data
+
+    images, labels = [], []
+    for batch in data.create_eval_iterator(config, info, split):
+        images.append(batch["image"][batch["mask"]])
+        labels.append(batch["label"][batch["mask"]])
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def _key(seed, salt, *data):
+    key = jax.random.fold_in(jax.random.key(seed), salt)
+    for value in data:
+        key = jax.random.fold_in(key, value)
+    return key
+
+
+class DeviceTrainIterator:
+    """Iterator of global train batches {'image': uint8, 'label': int32} sharded over 'data'."""
+
+    def __init__(self, config, info, start_step=0, mesh=None):
+        jax_augment.device_supported_check(config.augment)
+        self.mesh = mesh if mesh is not None else parallel.create_mesh()
+        self.seed, self.step = int(config.seed), int(start_step)
+        self.steps_per_epoch = info_lib.steps_per_epoch(config, info)
+        num_devices = self.mesh.devices.size
+        parallel.check_batch_size(config.batch_size, self.mesh)
+        self.device_batch = config.batch_size // num_devices
+
+        _, process_count = info_lib.process_index_and_count()
+        local_devices = num_devices // process_count
+        split = config.dataset.train_split
+        per_device = info_lib.split_size(info, split) // process_count // local_devices
+        images, labels = load_split(config, info, split)
+        keep = per_device * local_devices
+        sharding = parallel.batch_sharded(self.mesh)
+        self.images = jax.make_array_from_process_local_data(sharding, images[:keep])
+        self.labels = jax.make_array_from_process_local_data(sharding, labels[:keep])
+        self.per_device = per_device
+
+        self.sample_weights = None
+        if config.dataset.balance == "sampling":
+            from imgcls import data
+
+            counts = data.count_labels(config, info, split).astype(np.float64)
+            rates = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+            self.sample_weights = jnp.asarray(rates, jnp.float32)
+
+        self._permute = parallel.data_parallel(
+            self._permute_shard, self.mesh, in_specs=(P(),), out_specs=P(AXIS)
+        )
+        self._gather = parallel.data_parallel(
+            self._gather_batch,
+            self.mesh,
+            in_specs=(P(AXIS), P(AXIS), P(AXIS), P(), P()),
+            out_specs=P(AXIS),
+        )
+        self._augment = functools.partial(jax_augment.augment_batch, aug=config.augment)
+        self._epoch, self._permutation = None, None
+
+    def _permute_shard(self, epoch):
+        device = lax.axis_index(AXIS)
+        key = _key(self.seed, _PERMUTATION_SALT, epoch, device)
+        return jax.random.permutation(key, self.per_device)
+
+    def _gather_batch(self, images, labels, permutation, step, weights):
+        device = lax.axis_index(AXIS)
+        position = (step % self.steps_per_epoch) * self.device_batch
+        if self.sample_weights is None:
+            index = lax.dynamic_slice(permutation, (position,), (self.device_batch,))
+        else:  # balanced: classes drawn equally often, with replacement
+            probabilities = weights[labels]
+            key = _key(self.seed, _SAMPLING_SALT, step, device)
+            index = jax.random.choice(
+                key, self.per_device, (self.device_batch,), p=probabilities / probabilities.sum()
+            )
+        batch = {"image": images[index], "label": labels[index]}
+        batch["image"] = self._augment(batch["image"], _key(self.seed, _AUGMENT_SALT, step, device))
+        return batch
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        epoch = self.step // self.steps_per_epoch
+        if epoch != self._epoch:
+            self._epoch, self._permutation = epoch, self._permute(jnp.int32(epoch))
+        weights = self.sample_weights if self.sample_weights is not None else jnp.zeros(())
+        batch = self._gather(
+            self.images, self.labels, self._permutation, jnp.int32(self.step), weights
+        )
+        self.step += 1
+        return batch
