@@ -1,0 +1,196 @@
+"""Validation split, early stopping, class balance, mixup/cutmix and --mode=inspect."""
+
+import collections
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import load_config
+
+from imgcls import checkpointing, data, inspection, metrics, parallel, train
+
+
+def read_jsonl(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_soft_label_accuracy():
+    logits = jnp.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    labels = jnp.array([0, 2])
+    np.testing.assert_allclose(metrics._correct(logits, labels), [1.0, 0.0])
+    targets = jnp.array([[0.7, 0.0, 0.3], [0.0, 0.4, 0.6]])  # mixes of two labels
+    np.testing.assert_allclose(metrics._correct(logits, labels, targets), [0.7, 0.4])
+
+
+def test_validation_fraction_becomes_exact_slices(data_dir):
+    config = load_config()
+    config.dataset.data_dir = data_dir
+    info = data.get_dataset_info(config)
+    config.dataset.validation_fraction = 0.1
+    resolved = data.resolve_splits(config, info)
+    assert resolved.dataset.train_split == "train[:1298]"
+    assert resolved.dataset.validation_split == "train[1298:]"
+    assert config.dataset.train_split == "train"  # the caller's config is left alone
+    info = data.get_dataset_info(resolved)
+    assert info.split_sizes["train[:1298]"] == 1298 and info.split_sizes["train[1298:]"] == 144
+    train_items = {b.tobytes() for b in _images(resolved, info, "train[:1298]")}
+    validation_items = {b.tobytes() for b in _images(resolved, info, "train[1298:]")}
+    assert not train_items & validation_items
+    config.dataset.validation_split = "test"
+    with pytest.raises(ValueError, match="both set"):
+        data.resolve_splits(config, info)
+
+
+def _images(config, info, split):
+    batches = data.create_eval_iterator(config, info, split)
+    return [image for b in batches for image in b["image"][b["mask"]]]
+
+
+def test_early_stopping_stops_resumes_stopped_and_reports_the_best(digits_config, tmp_path):
+    config = digits_config
+    config.optimizer.learning_rate = 0.0  # accuracy never improves after the first eval
+    config.dataset.validation_fraction = 0.1
+    config.num_epochs = 10
+    config.eval_every_epochs = 1
+    config.early_stopping_patience = 2
+    config.final_report = True
+    workdir = str(tmp_path)
+    result = train.train_and_evaluate(config, workdir)
+    spe = 1298 // 64
+    eval_steps = [r["step"] for r in read_jsonl(workdir) if "eval_accuracy" in r]
+    assert eval_steps == [spe, 2 * spe, 3 * spe]  # 1 best + 2 without improvement
+    with checkpointing.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+        assert ckpt.latest_step() == 3 * spe
+        best = ckpt.best_step()
+    assert result["report_split"] == "test" and result["report_dir"].endswith(f"test_{best}")
+    with open(os.path.join(result["report_dir"], "metrics.json")) as f:
+        assert json.load(f)["num_examples"] == 355  # the untouched test split
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["dataset"]["validation_split"] == "train[1298:]"
+
+    again = train.train_and_evaluate(config, workdir)  # already stopped: trains no further
+    assert [r["step"] for r in read_jsonl(workdir) if "eval_accuracy" in r][-1] == 3 * spe
+    assert again["eval_accuracy"] == result["eval_accuracy"]
+
+
+def test_early_stopping_counter():
+    stopper = train.EarlyStopping(patience=2)
+    assert [stopper.update(a) for a in (0.5, 0.6, 0.6, 0.7, 0.65, 0.7)] == [
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert stopper.best == 0.7
+    off = train.EarlyStopping(patience=0)
+    assert not any(off.update(0.5) for _ in range(10))
+
+
+def test_class_weights_and_weighted_loss(digits_config):
+    config = digits_config
+    info = data.get_dataset_info(config)
+    assert data.class_weights(config, info) is None
+    config.dataset.balance = "loss"
+    weights = np.array(data.class_weights(config, info))
+    counts = data.count_labels(config, info, "train")
+    np.testing.assert_allclose(weights * counts, counts.sum() / 10)  # each class weighs n / K
+    config.dataset.balance = "oversample"
+    with pytest.raises(ValueError, match="balance='oversample'"):
+        data.class_weights(config, info)
+
+    mesh = parallel.create_mesh()
+    batch = parallel.global_batch(mesh, next(data.create_train_iterator(digits_config, info)))
+    losses = {}
+    for scale in (None, 2.0):
+        state, _, _ = train.initial_state(config, info, mesh)
+        class_weights = None if scale is None else (scale,) * 10
+        p_train, _ = train.make_steps(config, 10, mesh, class_weights)
+        _, step_metrics = p_train(state, batch)
+        losses[scale] = float(step_metrics.compute()["loss"])
+    assert losses[2.0] == pytest.approx(2 * losses[None], rel=1e-5)
+
+
+def test_balanced_resampling_evens_out_classes():
+    from imgcls.data import pipeline
+    from imgcls.data._tf import tf
+
+    labels = np.array([0] * 900 + [1] * 100)
+    rates = pipeline._balanced_rates(np.bincount(labels))
+    np.testing.assert_allclose(rates, [1000 / (2 * 900), 1000 / (2 * 100)])
+    ds = tf.data.Dataset.from_tensor_slices({"label": labels})
+    key = tf.constant([0, 1], tf.int64)
+    out = [int(ex["label"]) for ex in pipeline._resample(ds, rates, key).take(1000)]
+    counts = collections.Counter(out)
+    assert abs(counts[0] - 500) < 60 and abs(counts[1] - 500) < 60, counts
+    again = [int(ex["label"]) for ex in pipeline._resample(ds, rates, key).take(1000)]
+    assert again == out
+
+
+def test_mixup_and_cutmix_training_learns(digits_config, tmp_path):
+    config = digits_config
+    config.augment.mixup = 0.2
+    config.augment.cutmix = 1.0
+    config.num_epochs = 12
+    config.eval_every_epochs = 12
+    result = train.train_and_evaluate(config, str(tmp_path))
+    assert result["eval_accuracy"] > 0.9
+    train_rows = [r for r in read_jsonl(str(tmp_path)) if "train_accuracy" in r]
+    # Mixed targets: the soft accuracy of training is below the clean eval accuracy.
+    assert train_rows[-1]["train_accuracy"] < result["eval_accuracy"]
+
+
+def test_inspect_writes_summary_and_figures(digits_config, tmp_path):
+    from PIL import Image
+
+    config = digits_config
+    config.dataset.validation_fraction = 0.2
+    config.augment.horizontal_flip = True
+    summary = inspection.inspect_dataset(config, str(tmp_path))
+    assert summary["num_classes"] == 10
+    splits = summary["splits"]
+    assert splits["train"]["examples"] + splits["validation"]["examples"] == 1442
+    assert splits["eval"] == {"split": "test", "examples": 355}
+    counts = summary["class_counts"]
+    assert sum(counts[splits["validation"]["split"]]) == splits["validation"]["examples"]
+    assert summary["image_sizes"]["test"]["height"] == {"min": 8, "median": 8.0, "max": 8}
+    assert summary["warnings"] == []  # digits are balanced
+    out = os.path.join(str(tmp_path), "inspect")
+    for name in ("class_distribution.png", "samples.png", "augmentations.png"):
+        with Image.open(os.path.join(out, name)) as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+    markdown = open(os.path.join(out, "inspect.md")).read()
+    assert "| 9 |" in markdown and "samples.png" in markdown
+
+
+def test_imbalance_warning():
+    names = ["a", "b", "c"]
+    ratio, warning = inspection.imbalance([100, 90, 80], names)
+    assert ratio == pytest.approx(1.25) and warning is None
+    ratio, warning = inspection.imbalance([300, 90, 20], names)
+    assert ratio == 15 and "'a' has 300" in warning and "'c' only 20" in warning
+    assert "balance" in warning
+    _, warning = inspection.imbalance([5, 0, 5], names)
+    assert "no examples: b" in warning
+
+
+def test_train_step_with_mixing_is_deterministic(digits_config):
+    config = digits_config
+    config.augment.mixup = 0.4
+    info = data.get_dataset_info(config)
+    mesh = parallel.create_mesh()
+    batch = parallel.global_batch(mesh, next(data.create_train_iterator(config, info)))
+    outs = []
+    for _ in range(2):
+        state, _, _ = train.initial_state(config, info, mesh)
+        p_train, _ = train.make_steps(config, 10, mesh)
+        state, step_metrics = p_train(state, batch)
+        outs.append((jax.tree.leaves(state.params), step_metrics.compute()))
+    for a, b in zip(outs[0][0], outs[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert 0 < float(outs[0][1]["accuracy"]) < 1
