@@ -136,7 +136,7 @@ def _inspect():
     for split, stats in summary["image_sizes"].items():
         h, w = stats["height"], stats["width"]
         print(
-            f"  image sizes in {split} ({stats['sampled']} sampled): height "
+            f"  image sizes in {split} ({stats['sampled']} images): height "
             f"{h['min']}-{h['max']} (median {h['median']:g}), width {w['min']}-{w['max']} "
             f"(median {w['median']:g})"
         )

@@ -19,6 +19,7 @@ setup(
         "optax>=0.2.5",
         "optuna>=4.0",
         "orbax-checkpoint>=0.12",
+        "pillow>=10",
         "scikit-learn>=1.5",
         "tensorboard>=2.18",
         "tensorflow-cpu>=2.18",

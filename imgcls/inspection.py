@@ -30,9 +30,20 @@ def _splits(config):
 
 
 def image_size_stats(config, split):
-    """min / median / max height and width over up to SIZE_SAMPLE decoded raw images."""
+    """min / median / max height and width of a split's decoded images (before resizing).
+
+    Image folders record every image's size when prepared; other datasets are sampled
+    (up to SIZE_SAMPLE images).
+    """
     from imgcls.data import sources
     from imgcls.data._tf import AUTOTUNE
+
+    if config.dataset.name == "folder":
+        from imgcls.data import folder
+
+        recorded = folder.read_metadata(config)["splits"].get(split)
+        if recorded:
+            return {"sampled": recorded["examples"], **recorded["image_size"]}
 
     source = sources.get_source(config)
     ds = source.read(split, 0, 1).take(SIZE_SAMPLE).map(source.decode, AUTOTUNE)
@@ -147,6 +158,16 @@ def inspect_dataset(config, workdir):
         "image_sizes": {s: image_size_stats(config, s) for s in counts},
         "warnings": [],
     }
+    if config.dataset.name == "folder":
+        from imgcls.data import folder
+
+        metadata = folder.read_metadata(config)
+        summary["folder"] = {k: metadata[k] for k in ("source", "layout", "data_dir")}
+        if metadata.get("num_skipped"):
+            first = ", ".join(s["file"] for s in metadata["skipped"][:5])
+            summary["warnings"].append(
+                f"{metadata['num_skipped']} unreadable file(s) skipped at preparation: {first}"
+            )
     ratio, warning = imbalance(counts[config.dataset.train_split], names)
     summary["train_imbalance_ratio"] = ratio
     if warning:
@@ -202,7 +223,7 @@ def _write_markdown(path, summary):
         row = " | ".join(str(summary["class_counts"][s][c]) for s in splits)
         lines.append(f"| {name} | {row} |")
     lines += ["", "## Image sizes (decoded, before resizing)", ""]
-    lines += ["| split | sampled | height min / median / max | width min / median / max |"]
+    lines += ["| split | images | height min / median / max | width min / median / max |"]
     lines += ["| --- | --- | --- | --- |"]
     for s, st in summary["image_sizes"].items():
         h, w = st["height"], st["width"]

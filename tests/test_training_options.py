@@ -194,3 +194,60 @@ def test_train_step_with_mixing_is_deterministic(digits_config):
     for a, b in zip(outs[0][0], outs[1][0], strict=True):
         np.testing.assert_array_equal(a, b)
     assert 0 < float(outs[0][1]["accuracy"]) < 1
+
+
+@pytest.fixture(scope="module")
+def imbalanced_folder(tmp_path_factory):
+    """root/<class>/*.png: 40 images of 'common', 8 of 'rare' (all in the train split)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imbalanced")
+    rng = np.random.default_rng(0)
+    for name, count in (("common", 40), ("rare", 8)):
+        (root / name).mkdir()
+        for i in range(count):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return str(root)
+
+
+def folder_config(path, data_dir, pipeline, balance):
+    config = load_config()
+    config.dataset.update(
+        name="folder",
+        path=path,
+        data_dir=data_dir,
+        image_size=8,
+        crop_fraction=1.0,
+        split_fractions=(1.0, 0.0, 0.0),
+        eval_split="train",
+        pipeline=pipeline,
+        balance=balance,
+    )
+    config.dataset.mean, config.dataset.std = (0.5,) * 3, (0.5,) * 3
+    config.batch_size, config.eval_batch_size = 16, 16
+    return config
+
+
+@pytest.mark.parametrize("pipeline", ["tf", "device"])
+def test_balanced_sampling_on_an_imbalanced_folder(imbalanced_folder, tmp_path, pipeline):
+    rare_share = {}
+    for balance in ("none", "sampling"):
+        config = folder_config(imbalanced_folder, str(tmp_path), pipeline, balance)
+        info = data.get_dataset_info(config)
+        assert info.class_names == ("common", "rare")
+        stream = data.create_train_iterator(config, info, mesh=parallel.create_mesh())
+        labels = np.concatenate([np.asarray(next(stream)["label"]) for _ in range(30)])
+        rare_share[balance] = labels.mean()
+    assert abs(rare_share["none"] - 8 / 48) < 0.05, rare_share
+    assert abs(rare_share["sampling"] - 0.5) < 0.1, rare_share
+
+
+def test_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_folder, tmp_path):
+    config = folder_config(imbalanced_folder, str(tmp_path), "tf", "none")
+    summary = inspection.inspect_dataset(config, str(tmp_path / "w"))
+    assert summary["class_counts"]["train"] == [40, 8]
+    assert summary["train_imbalance_ratio"] == 5.0
+    assert any("'common' has 40" in w for w in summary["warnings"])
+    assert summary["image_sizes"]["train"]["sampled"] == 48  # every image, from the metadata
+    assert summary["folder"]["layout"] == "class"

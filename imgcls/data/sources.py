@@ -1,4 +1,4 @@
-"""Where examples come from: the digits builder, synthetic data, or any TFDS catalog dataset.
+"""Where examples come from: the digits builder, an image folder, synthetic data, or TFDS.
 
 A source reads one process's slice of a split as *raw* examples in a fixed order and decodes
 them separately. Keeping decoding apart lets the pipeline shuffle and skip examples (to resume
@@ -13,8 +13,9 @@ SYNTHETIC_SPLITS = ("train", "test")
 SYNTHETIC_NOISE_STD = 40.0  # per-pixel noise around the class brightness, in uint8 units
 
 _UNKNOWN = (
-    "Unknown dataset '{name}' (config.dataset.name): use 'digits', 'synthetic' or a TFDS "
-    "catalog name such as cifar10, mnist, imagenet2012 ..."
+    "Unknown dataset '{name}' (config.dataset.name): use 'digits', 'synthetic', 'folder' (your "
+    "own images at config.dataset.path) or a TFDS catalog name such as cifar10, mnist, "
+    "imagenet2012 ..."
 )
 
 
@@ -68,30 +69,27 @@ class SyntheticSource:
         return {"image": tf.cast(image, tf.uint8), "label": label}
 
 
-class TFDSSource:
-    """A TFDS builder (the digits builder or a catalog dataset), prepared on first use."""
+def prepare_builder(make_builder, download_config=None):
+    """make_builder()'s builder, prepared: safe when several processes prepare it at once."""
+    builder = make_builder()
+    if not builder.is_prepared():
+        try:
+            builder.download_and_prepare(download_config=download_config)
+        except FileExistsError:  # another process (a parallel trial, a host) won the race
+            builder = make_builder()
+            if not builder.is_prepared():
+                raise
+    return builder
 
-    def __init__(self, config):
+
+class TFDSSource:
+    """A TFDS builder (digits, an image folder or a catalog dataset), prepared on first use."""
+
+    def __init__(self, config, builder=None):
+        """Reads `builder` if given (prepared), else the builder named config.dataset.name."""
         ds = config.dataset
         self.name = ds.name
-        data_dir = ds.data_dir or None
-        download_config = None
-        if ds.name == "digits":
-            from imgcls.data import digits  # noqa: F401  (registers the builder)
-
-            # Built locally from scikit-learn: never look for a prepared copy on GCS.
-            download_config = tfds.download.DownloadConfig(try_download_gcs=False)
-        try:
-            self.builder = tfds.builder(ds.name, data_dir=data_dir)
-        except tfds.core.registered.DatasetNotFoundError as e:
-            raise ValueError(_UNKNOWN.format(name=ds.name)) from e
-        if not self.builder.is_prepared():
-            try:
-                self.builder.download_and_prepare(download_config=download_config)
-            except FileExistsError:  # another process (a parallel trial, a host) won the race
-                self.builder = tfds.builder(ds.name, data_dir=data_dir)
-                if not self.builder.is_prepared():
-                    raise
+        self.builder = builder if builder is not None else _catalog_builder(ds)
         features = self.builder.info.features
         if not {"image", "label"} <= set(features.keys()):
             raise ValueError(
@@ -142,8 +140,31 @@ class TFDSSource:
         return {"image": image, "label": tf.cast(raw["label"], tf.int32)}
 
 
+def _catalog_builder(ds):
+    """The prepared TFDS builder named ds.name (the digits builder or a catalog dataset)."""
+    data_dir = ds.data_dir or None
+    download_config = None
+    if ds.name == "digits":
+        from imgcls.data import digits  # noqa: F401  (registers the builder)
+
+        # Built locally from scikit-learn: never look for a prepared copy on GCS.
+        download_config = tfds.download.DownloadConfig(try_download_gcs=False)
+
+    def make_builder():
+        try:
+            return tfds.builder(ds.name, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError as e:
+            raise ValueError(_UNKNOWN.format(name=ds.name)) from e
+
+    return prepare_builder(make_builder, download_config)
+
+
 def get_source(config):
     """The source named by config.dataset.name."""
     if config.dataset.name == "synthetic":
         return SyntheticSource(config)
+    if config.dataset.name == "folder":
+        from imgcls.data import folder
+
+        return TFDSSource(config, folder.prepared_builder(config))
     return TFDSSource(config)
