@@ -3,14 +3,15 @@
 Cases (the real image folders of ../shared/data, unpacked and prepared once under --work):
 - cifar10: the CIFAR-10 JPEG folder at 32x32, pad-and-crop (4) + horizontal flip;
 - flowers: the 5-class flowers folder at 224x224; tf.data with random-resized crop + flip +
-  color jitter, the device pipeline with resize + crop + flip (what it supports).
-For tf.data, "first epoch" includes JPEG decoding (and filling the cache); "cached" is a later
-epoch. For the device pipeline, "load" is the one-time decode + copy to the devices, and the
-rate is of producing augmented batches on the device. Compare with the step's consumption
-rate from benchmarks/train_throughput.py.
+  color jitter; the device pipeline with flip only, on images resized once when loaded.
+Whole epochs are timed: for tf.data, "first epoch" includes JPEG decoding (and filling the
+cache) and "steady" is later epochs, each starting by filling its shuffle buffer. For the
+device pipeline, "setup" is the one-time decode + copy to the devices, and the rate is of
+producing augmented batches on the device. Compare with the step's consumption rate from
+benchmarks/train_throughput.py.
 
     python benchmarks/input_pipeline.py                    # both cases, both pipelines
-    python benchmarks/input_pipeline.py --cases cifar10 --steps 100 --batch_size 256
+    python benchmarks/input_pipeline.py --cases cifar10 --epochs 2 --batch_size 256
 """
 
 import argparse
@@ -50,7 +51,7 @@ def make_config(case, folder, work, pipeline, batch_size):
     ds.update(name="folder", path=folder, data_dir=os.path.join(work, "tfds"), pipeline=pipeline)
     ds.mean, ds.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     if case == "cifar10":
-        ds.update(train_split="train", eval_split="test", image_size=0)
+        ds.update(train_split="train", eval_split="test", image_size=32, crop_fraction=1.0)
         aug.update(random_crop_padding=4, horizontal_flip=True)
         ds.shuffle_buffer_size = 50_000
     else:
@@ -84,13 +85,9 @@ def run(case, pipeline, args):
     iterator = data.create_train_iterator(config, info, mesh=mesh)
     jax.block_until_ready(next(iterator)["image"])  # builds (device: loads) and compiles
     setup = time.perf_counter() - t0
-    row = {"case": case, "pipeline": pipeline, "setup_s": setup, "train_examples": spe}
-    steps = min(args.steps, spe - 1)
-    row["first_epoch"] = rate(iterator, steps, args.batch_size)
-    if pipeline == "tf" and config.dataset.cache:
-        for _ in range(spe - 1 - steps):  # finish epoch 0, filling the cache
-            next(iterator)
-    row["steady"] = rate(iterator, min(args.steps, spe), args.batch_size)
+    row = {"case": case, "pipeline": pipeline, "setup_s": setup, "steps_per_epoch": spe}
+    row["first_epoch"] = rate(iterator, spe - 1, args.batch_size)  # the rest of epoch 0
+    row["steady"] = rate(iterator, spe * args.epochs, args.batch_size)
     return row
 
 
@@ -99,7 +96,7 @@ def main():
     parser.add_argument("--cases", nargs="+", default=["cifar10", "flowers"], choices=ARCHIVES)
     parser.add_argument("--pipelines", nargs="+", default=["tf", "device"])
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=1, help="epochs timed after the first")
     parser.add_argument("--data_root", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--work", default="/tmp/imgcls_input_bench")
     args = parser.parse_args()

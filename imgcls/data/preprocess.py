@@ -31,9 +31,19 @@ def _to_uint8(image):
 
 
 def resize(image, height, width):
-    """Bilinear (antialiased) resize of a uint8 image to [height, width], still uint8."""
-    resized = tf.image.resize(tf.cast(image, tf.float32), [height, width], antialias=True)
-    return _to_uint8(resized)
+    """Bilinear (antialiased) resize of a uint8 image to [height, width], still uint8.
+
+    An image that already has that size is returned as it is (no resampling round trip).
+    """
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
+
+    def resampled():
+        return _to_uint8(
+            tf.image.resize(tf.cast(image, tf.float32), [height, width], antialias=True)
+        )
+
+    return tf.cond(same, lambda: image, resampled)
 
 
 def random_resized_crop(image, size, key, area_range):
