@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import load_config, run_python
 
 from imgcls import checkpointing, data, inspection, metrics, parallel, train
 
@@ -243,11 +243,28 @@ def test_balanced_sampling_on_an_imbalanced_folder(imbalanced_folder, tmp_path, 
     assert abs(rare_share["sampling"] - 0.5) < 0.1, rare_share
 
 
-def test_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_folder, tmp_path):
-    config = folder_config(imbalanced_folder, str(tmp_path), "tf", "none")
-    summary = inspection.inspect_dataset(config, str(tmp_path / "w"))
-    assert summary["class_counts"]["train"] == [40, 8]
-    assert summary["train_imbalance_ratio"] == 5.0
-    assert any("'common' has 40" in w for w in summary["warnings"])
-    assert summary["image_sizes"]["train"]["sampled"] == 48  # every image, from the metadata
+def test_main_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_folder, tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_python(
+        [
+            "main.py",
+            "--mode=inspect",
+            "--config=configs/folder_cnn.py",
+            f"--config.dataset.path={imbalanced_folder}",
+            f"--config.dataset.data_dir={tmp_path}",
+            "--config.dataset.split_fractions=(0.75,0.0,0.25)",
+            "--config.dataset.validation_split=",
+            f"--workdir={workdir}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning: strong class imbalance: 'common' has" in proc.stdout
+    assert "Report: " in proc.stdout and "inspect.md" in proc.stdout
+    summary = json.loads((workdir / "inspect" / "inspect.json").read_text())
+    assert [sum(summary["class_counts"][s]) for s in ("train", "test")] == [
+        summary["splits"]["train"]["examples"],
+        summary["splits"]["eval"]["examples"],
+    ]
+    assert sum(map(sum, summary["class_counts"].values())) == 48
+    assert summary["image_sizes"]["train"]["sampled"] == summary["splits"]["train"]["examples"]
     assert summary["folder"]["layout"] == "class"
