@@ -27,11 +27,19 @@ from imgcls.models.resnet import (
     ResNet200,
     ResNetBlock,
 )
+from imgcls.models.resnet_v1 import (
+    BottleneckResNetV1Block,
+    ResNet50V1,
+    ResNet101V1,
+    ResNet152V1,
+    ResNetV1,
+)
 
 __all__ = [
     "MODELS",
     "CNN",
     "BottleneckResNetBlock",
+    "BottleneckResNetV1Block",
     "ResNet",
     "ResNetBlock",
     "ResNet18",
@@ -40,6 +48,10 @@ __all__ = [
     "ResNet101",
     "ResNet152",
     "ResNet200",
+    "ResNetV1",
+    "ResNet50V1",
+    "ResNet101V1",
+    "ResNet152V1",
     "count_params",
     "create_model",
     "model_fields",
@@ -53,6 +65,10 @@ MODELS = {
     "resnet101": ResNet101,
     "resnet152": ResNet152,
     "resnet200": ResNet200,
+    # v1 as in Keras Applications (imgcls.keras_import loads its ImageNet weights).
+    "resnet50_v1": ResNet50V1,
+    "resnet101_v1": ResNet101V1,
+    "resnet152_v1": ResNet152V1,
 }
 
 # Module fields that are not hyperparameters.

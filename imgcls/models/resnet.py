@@ -85,6 +85,9 @@ class ResNet(nn.Module):
     axis_name: str | None = "data"
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    # True: every BatchNorm normalizes with its running averages even when train=True, so the
+    # backbone's statistics never update (fine-tuning a pretrained backbone); `head` unaffected.
+    frozen_backbone: bool = False
 
     def __post_init__(self):
         # Fail when the model is built from the config, not deep inside the first init.
@@ -104,7 +107,7 @@ class ResNet(nn.Module):
         # With use_running_average=True the axis is not used, so init/eval run outside shard_map.
         norm = functools.partial(
             nn.BatchNorm,
-            use_running_average=not train,
+            use_running_average=not train or self.frozen_backbone,
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             dtype=self.dtype,
