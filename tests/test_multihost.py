@@ -34,7 +34,7 @@ def as_host(i, make):
     finally:
         info_lib.process_index_and_count = saved
 
-def two_host_stream(config, info, start_step=0):
+def two_host_stream(config, info, start_step=0, mesh=None):
     hosts = [as_host(i, lambda: real_iterator(config, info, start_step)) for i in range(2)]
     while True:
         batches = [next(h) for h in hosts]

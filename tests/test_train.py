@@ -151,7 +151,7 @@ from conftest import load_config
 from imgcls import train
 config = load_config()
 config.dataset.data_dir = sys.argv[1]
-config.model = dict(name='resnet18', num_filters=4, stem='small')
+config.model = dict(name='resnet18', num_filters=4, stem='small', stage_sizes=(1, 1))
 config.batch_size = 32
 config.num_train_steps = 6
 config.log_every_steps = 1
