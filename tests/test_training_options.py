@@ -268,3 +268,19 @@ def test_main_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_f
     assert sum(map(sum, summary["class_counts"].values())) == 48
     assert summary["image_sizes"]["train"]["sampled"] == summary["splits"]["train"]["examples"]
     assert summary["folder"]["layout"] == "class"
+
+
+def test_train_split_too_big_for_memory_is_not_cached(digits_config, monkeypatch, caplog):
+    from imgcls.data import pipeline
+
+    info = data.get_dataset_info(digits_config)
+    small = data.create_train_iterator(digits_config, info)
+    assert "Not caching" not in caplog.text
+    monkeypatch.setattr(pipeline, "CACHE_MEMORY_FRACTION", 1e-12)
+    uncached_config = digits_config.copy_and_resolve_references()
+    uncached_config.dataset.cache = False
+    expected = next(data.create_train_iterator(uncached_config, info))
+    got = next(data.create_train_iterator(digits_config, info))
+    assert "Not caching the decoded train split" in caplog.text
+    np.testing.assert_array_equal(got["image"], expected["image"])  # as with cache=False
+    assert next(small)["image"].shape == got["image"].shape

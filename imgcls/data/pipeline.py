@@ -8,12 +8,16 @@ decoded or augmented, and yields bit-identical batches to an uninterrupted run.
 """
 
 import itertools
+import os
 
 import numpy as np
+from absl import logging
 
 from imgcls.data import info as info_lib
 from imgcls.data import preprocess, sources
 from imgcls.data._tf import AUTOTUNE, tf
+
+CACHE_MEMORY_FRACTION = 0.25  # the decoded train split is cached only below this share of RAM
 
 
 def _options():
@@ -91,11 +95,39 @@ def _resample(ds, rates, key):
     return ds.enumerate().flat_map(copies).repeat()  # repeat: the stream's length varies
 
 
+def _fits_in_memory(config, source, num_examples):
+    """Whether this process's decoded slice of the train split fits the cache budget.
+
+    The estimate uses the static image shape, or for image folders the median image size
+    recorded at preparation; when neither is known, config.dataset.cache is trusted.
+    """
+    shape = source.image_shape
+    if any(d is None for d in shape) and config.dataset.name == "folder":
+        from imgcls.data import folder
+
+        sizes = folder.read_metadata(config)["image_size"]
+        shape = (sizes["height"]["median"], sizes["width"]["median"], shape[-1])
+    if any(d is None for d in shape):
+        return True
+    _, count = info_lib.process_index_and_count()
+    needed = float(np.prod(shape)) * num_examples / count
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * CACHE_MEMORY_FRACTION
+    if needed <= budget:
+        return True
+    logging.warning(
+        "Not caching the decoded train split (config.dataset.cache): it needs about %.1f GiB, "
+        "more than %.0f%% of this machine's memory. Reading and decoding it every epoch instead.",
+        needed / 2**30,
+        100 * CACHE_MEMORY_FRACTION,
+    )
+    return False
+
+
 def _train_batches(config, info, source, index, count, spe, batch, first_epoch, skip, rates):
     ds_config = config.dataset
     split, seed = ds_config.train_split, int(config.seed)
     cached = None
-    if ds_config.cache:
+    if ds_config.cache and _fits_in_memory(config, source, info_lib.split_size(info, split)):
         cached = source.read(split, index, count).map(source.decode, num_parallel_calls=AUTOTUNE)
         cached = cached.cache()
     base_key = tf.constant([seed, index], tf.int64)
