@@ -87,6 +87,22 @@ def get_config():
     config.optimizer.warmup_epochs = 1.0
     config.label_smoothing = 0.0
 
+    # Transfer learning (imgcls/warm_start.py; README "Transfer learning").
+    # Initial weights when the run starts fresh (a workdir with a checkpoint resumes instead):
+    # '' (none), a training workdir 'W' (its best checkpoint, else its latest), 'W:best',
+    # 'W:latest', 'W:<step>', 'keras' (Keras' cached ImageNet ResNet50, for resnet50_v1) or
+    # 'keras:/path/to/weights.h5'. Matched by path; a head of another shape is reinitialised.
+    config.init_from = ""
+    # Train only the classifier `head`: the backbone's learning rate is 0 and its BatchNorm
+    # uses (and keeps) its running statistics.
+    config.freeze_backbone = False
+    # With freeze_backbone: unfreeze after this many epochs (< 0: never; 0: never frozen, but
+    # the backbone still gets its own learning rate).
+    config.unfreeze_after_epochs = -1.0
+    # With freeze_backbone, once unfrozen: backbone learning rate = this x the schedule's (the
+    # head keeps the schedule's). Not used when freeze_backbone is False.
+    config.backbone_learning_rate_scale = 0.1
+
     config.batch_size = 64  # global, over all devices and hosts
     config.eval_batch_size = 256
     config.num_epochs = 40.0

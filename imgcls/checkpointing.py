@@ -7,6 +7,7 @@ interrupted save never leaves a half-written checkpoint behind to resume from.
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -81,6 +82,24 @@ class Checkpointer:
                 f"config (different model, width or class count?). Use a fresh --workdir or "
                 f"the config the checkpoint was trained with. Orbax said: {e}"
             ) from e
+
+    def restore_variables(self, step: int) -> dict:
+        """{'params', 'batch_stats'} of checkpoint `step` as numpy arrays, read without a template.
+
+        The tree comes from the checkpoint's own metadata, so this reads a checkpoint of any
+        model, class count or optimizer (imgcls.warm_start starts other runs from it).
+        """
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        tree = self.manager.item_metadata(step)
+        abstract = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            dict(getattr(tree, "tree", tree)),
+        )
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return {
+            key: jax.tree.map(np.asarray, restored.get(key) or {})
+            for key in ("params", "batch_stats")
+        }
 
     def _model_mismatches(self, step: int, state) -> list[str]:
         """Parameters and BatchNorm statistics missing, unexpected or of another shape."""

@@ -1,6 +1,15 @@
-"""Optimizer and learning-rate schedule, built from `config.optimizer`."""
+"""Optimizer and learning-rate schedule, built from `config.optimizer`.
+
+With `config.freeze_backbone` the parameters are split into two groups with
+`optax.multi_transform`: 'head' (every parameter under a module named `head`, the classifier of
+every model here) and 'backbone' (the rest). Both run the same optimizer, so the optimizer state
+has one structure for the whole run (checkpoints and resume do not care whether the backbone is
+frozen yet); the backbone's learning rate is 0 until `unfreeze_step` and then
+`config.backbone_learning_rate_scale` x the schedule's.
+"""
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -38,8 +47,29 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
-    """SGD with (Nesterov) momentum and coupled weight decay, or AdamW (decoupled)."""
+def create_optimizer(
+    config, learning_rate_fn, unfreeze_step: int | None = None
+) -> optax.GradientTransformation:
+    """SGD with (Nesterov) momentum and coupled weight decay, or AdamW (decoupled).
+
+    With `unfreeze_step` (see `unfreeze_step()`; None: one group, as without freezing) the head
+    follows `learning_rate_fn` and the backbone `backbone_schedule(...)`.
+    """
+    if unfreeze_step is None:
+        return _base_optimizer(config, learning_rate_fn)
+    backbone_lr = backbone_schedule(
+        learning_rate_fn, unfreeze_step, config.backbone_learning_rate_scale
+    )
+    return optax.multi_transform(
+        {
+            HEAD: _base_optimizer(config, learning_rate_fn),
+            BACKBONE: _base_optimizer(config, backbone_lr),
+        },
+        param_groups,
+    )
+
+
+def _base_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
     opt = config.optimizer
     if opt.name == "sgd":
         return optax.chain(
@@ -54,3 +84,59 @@ def create_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
         f"Unknown optimizer '{opt.name}' (config.optimizer.name). "
         f"Valid optimizers: {', '.join(OPTIMIZERS)}."
     )
+
+
+HEAD, BACKBONE = "head", "backbone"
+HEAD_MODULE = "head"  # the classifier Dense of every model (imgcls.models)
+# unfreeze_step() when the backbone never unfreezes (unfreeze_after_epochs < 0): int32 max.
+NEVER = 2**31 - 1
+
+
+def is_head(path) -> bool:
+    """Whether a key path (jax.tree_util) lies under a module named `head`."""
+    return any(getattr(key, "key", None) == HEAD_MODULE for key in path)
+
+
+def param_groups(params):
+    """'head' or 'backbone' for every leaf of a parameter tree (optax.multi_transform labels)."""
+    groups = jax.tree_util.tree_map_with_path(
+        lambda path, _: HEAD if is_head(path) else BACKBONE, params
+    )
+    if HEAD not in jax.tree.leaves(groups):
+        raise ValueError(
+            "config.freeze_backbone needs a classifier module named 'head' (every imgcls model "
+            "has one); this model's parameters have none."
+        )
+    return groups
+
+
+def unfreeze_step(config, steps_per_epoch: int) -> int | None:
+    """The first step that trains the backbone; None when config.freeze_backbone is off.
+
+    0 (unfreeze_after_epochs=0) never freezes but still gives the backbone its own learning
+    rate; NEVER (unfreeze_after_epochs < 0) keeps it frozen for the whole run.
+    """
+    if not config.freeze_backbone:
+        return None
+    if config.unfreeze_after_epochs < 0:
+        return NEVER
+    return min(NEVER, int(round(config.unfreeze_after_epochs * steps_per_epoch)))
+
+
+def backbone_frozen(unfreeze: int | None, step: int) -> bool:
+    """Whether the backbone is frozen at `step` (before its update) given unfreeze_step()."""
+    return unfreeze is not None and step < unfreeze
+
+
+def backbone_schedule(learning_rate_fn, unfreeze: int, scale: float):
+    """0 before step `unfreeze`, then `scale` x learning_rate_fn.
+
+    A learning rate of exactly 0 makes the backbone's updates exactly zero (-0 x finite), so its
+    parameters stay bitwise unchanged while frozen; its gradients still feed the optimizer's
+    moments, so Adam's statistics are warm (not biased towards 0) when it unfreezes.
+    """
+
+    def schedule(count):
+        return jnp.where(count < unfreeze, 0.0, scale * learning_rate_fn(count))
+
+    return schedule

@@ -19,7 +19,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from imgcls import checkpointing, models, optim, parallel
+from imgcls import checkpointing, models, optim, parallel, warm_start
 from imgcls import metrics as metrics_lib
 from imgcls.data import jax_augment
 from imgcls.data.normalize import normalize
@@ -214,6 +214,18 @@ def prepare_dataset(config):
     return data.get_dataset_info(config)
 
 
+def create_model(config, num_classes: int, frozen_backbone: bool = False):
+    """The model of `config` for a dataset of `num_classes` classes.
+
+    frozen_backbone=True makes BatchNorm use its running averages in training too (in models
+    that have the option; the optimizer freezes the parameters of any model).
+    """
+    overrides = {}
+    if frozen_backbone and "frozen_backbone" in models.model_fields(config.model.name):
+        overrides["frozen_backbone"] = True
+    return models.create_model(config.model, num_classes, config.half_precision, **overrides)
+
+
 def initial_state(config, info, mesh):
     """The freshly initialised TrainState of `config`, its schedule and its total step count.
 
@@ -223,9 +235,10 @@ def initial_state(config, info, mesh):
 
     steps_per_epoch = data.steps_per_epoch(config, info)
     total_steps = num_train_steps(config, steps_per_epoch)
-    model = models.create_model(config.model, info.num_classes, config.half_precision)
+    unfreeze = optim.unfreeze_step(config, steps_per_epoch)
+    model = create_model(config, info.num_classes, optim.backbone_frozen(unfreeze, 0))
     learning_rate_fn = optim.create_learning_rate_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, learning_rate_fn)
+    tx = optim.create_optimizer(config, learning_rate_fn, unfreeze)
     state = create_train_state(config.seed, model, info.image_shape, tx, mesh)
     return state, learning_rate_fn, total_steps
 
@@ -240,6 +253,8 @@ def _check_config(config, info, mesh) -> None:
                 f"config.dataset.{key} has {len(config.dataset[key])} values but the images "
                 f"have {channels} channels; give 1 or {channels} values."
             )
+    if config.unfreeze_after_epochs >= 0 and not config.freeze_backbone:
+        logging.warning("config.unfreeze_after_epochs has no effect without freeze_backbone.")
 
 
 def save_config(config, workdir: str) -> None:
@@ -307,7 +322,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         logging.info("Resumed from checkpoint at step %d.", int(state.step))
+        if config.init_from:
+            logging.info("config.init_from=%r is ignored: resuming.", config.init_from)
+    elif config.init_from:
+        state, _ = warm_start.warm_start(config, state, workdir)
     start_step = int(state.step)
+    # config.freeze_backbone: from this step on, the model's BatchNorm trains again.
+    unfreeze = optim.unfreeze_step(config, steps_per_epoch)
+    unfrozen_apply = create_model(config, info.num_classes).apply
 
     writer = writers.create_writer(workdir, resume_step=start_step)
     stopper = EarlyStopping(config.early_stopping_patience)
@@ -343,6 +365,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     steps = range(start_step, total_steps) if not stopper.should_stop else ()
     try:
         for step in steps:
+            if unfreeze is not None and step >= unfreeze and state.apply_fn != unfrozen_apply:
+                logging.info("The backbone trains from step %d on (unfrozen).", step)
+                state = state.replace(apply_fn=unfrozen_apply)
             batch = parallel.global_batch(mesh, next(train_iter))
             state, step_metrics = p_train(state, batch)
             train_metrics = (

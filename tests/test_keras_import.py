@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import load_config
 
 from imgcls.data.normalize import normalize
 from imgcls.keras_import import (
@@ -211,3 +212,41 @@ def test_frozen_backbone_keeps_batch_stats(config):
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), state["batch_stats"], stats)
     assert all(jax.tree.leaves(changed))
     assert jnp.isfinite(logits).all()
+
+
+def test_warm_start_from_keras_weights(keras_resnet50, imported, tmp_path):
+    """config.init_from='keras:<file>' into resnet50_v1 with 5 classes: head fresh, rest Keras'."""
+    import optax
+
+    from imgcls import parallel, train, warm_start
+
+    _, path = keras_resnet50
+    config = load_config()
+    config.model = ml_collections.ConfigDict({"name": "resnet50_v1"})
+    config.init_from = f"keras:{path}"
+    model = train.create_model(config, num_classes=5)
+    mesh = parallel.create_mesh()
+    state = train.create_train_state(0, model, (32, 32, 3), optax.sgd(0.1), mesh)
+    head = jax.tree.map(np.asarray, state.params["head"])
+    state, report = warm_start.warm_start(config, state, str(tmp_path))
+
+    assert sorted(report["reinitialised"]) == ["params/head/bias", "params/head/kernel"]
+    assert report["reinitialised_shapes"]["params/head/kernel"] == {
+        "source": [2048, 1000],
+        "target": [2048, 5],
+    }
+    assert report["left_out"] == report["missing"] == []
+    assert report["source"] == {"kind": "keras", "path": path, "model": "resnet50_v1"}
+    _assert_same_variables(state.params["head"], head)
+    backbone = {k: v for k, v in imported["params"].items() if k != "head"}
+    _assert_same_variables({k: v for k, v in state.params.items() if k != "head"}, backbone)
+    _assert_same_variables(state.batch_stats, imported["batch_stats"])
+    assert (tmp_path / warm_start.REPORT_FILE).exists()
+
+    # Another model family (v1.5) is an error that names the mismatch, not a deep traceback.
+    config.model.name = "resnet50"
+    other = train.create_train_state(
+        0, train.create_model(config, 5), (32, 32, 3), optax.sgd(0.1), mesh
+    )
+    with pytest.raises(ValueError, match=r"only 5 of the \d+ arrays .* Keras' ResNet50 .*v1'"):
+        warm_start.warm_start(config, other)
