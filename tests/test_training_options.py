@@ -121,7 +121,7 @@ def test_balanced_resampling_evens_out_classes():
     from imgcls.data._tf import tf
 
     labels = np.array([0] * 900 + [1] * 100)
-    rates = pipeline._balanced_rates(np.bincount(labels))
+    rates = data.info.balanced_class_weights(np.bincount(labels))
     np.testing.assert_allclose(rates, [1000 / (2 * 900), 1000 / (2 * 100)])
     ds = tf.data.Dataset.from_tensor_slices({"label": labels})
     key = tf.constant([0, 1], tf.int64)

@@ -82,20 +82,16 @@ def eval_batches(config, info, split):
 
 
 def class_weights(config, info):
-    """Per-class loss weights n / (K * n_c) for config.dataset.balance == 'loss', else None.
-
-    A class with no training examples gets weight 0.
-    """
+    """Per-class loss weights (info.balanced_class_weights) for balance 'loss', else None."""
     balance = config.dataset.balance
     if balance not in ("none", "loss", "sampling"):
         raise ValueError(f"config.dataset.balance='{balance}' is not 'none', 'loss' or 'sampling'.")
     if balance != "loss":
         return None
-    import numpy as np
+    from imgcls.data import info as info_lib
 
-    counts = count_labels(config, info, config.dataset.train_split).astype(np.float64)
-    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
-    return tuple(float(w) for w in np.where(counts > 0, weights, 0.0))
+    counts = count_labels(config, info, config.dataset.train_split)
+    return tuple(float(w) for w in info_lib.balanced_class_weights(counts))
 
 
 def count_labels(config, info, split):

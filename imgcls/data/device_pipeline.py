@@ -77,9 +77,9 @@ class DeviceTrainIterator:
         if config.dataset.balance == "sampling":
             from imgcls import data
 
-            counts = data.count_labels(config, info, split).astype(np.float64)
-            rates = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-            self.sample_weights = jnp.asarray(rates, jnp.float32)
+            counts = data.count_labels(config, info, split)
+            weights = info_lib.balanced_class_weights(counts)
+            self.sample_weights = jnp.asarray(weights, jnp.float32)
 
         self._permute = parallel.data_parallel(
             self._permute_shard, self.mesh, in_specs=(P(),), out_specs=P(AXIS)

@@ -90,6 +90,21 @@ def num_eval_batches(config, info, split=None):
     return math.ceil(math.ceil(num_examples / count) / batch)
 
 
+def balanced_class_weights(counts):
+    """n / (K * n_c) for each class c of the K classes present (0 for an absent class).
+
+    Weighting (or repeating) each example by its class's value makes every class count the
+    same while the total stays n: the class-weighted loss and balanced sampling both use it.
+    """
+    import numpy as np
+
+    counts = np.asarray(counts, np.float64)
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
 def validation_split(config):
     """The split evaluated during training (model selection, early stopping)."""
     return config.dataset.validation_split or config.dataset.eval_split

@@ -61,19 +61,11 @@ def create_train_iterator(config, info, start_step=0):
     source = sources.get_source(config)
     rates = None
     if config.dataset.balance == "sampling":
-        rates = _balanced_rates(count_labels(config, info, config.dataset.train_split))
+        counts = count_labels(config, info, config.dataset.train_split)
+        rates = info_lib.balanced_class_weights(counts)  # expected copies of each example
     return _train_batches(
         config, info, source, index, count, spe, batch, first_epoch, skip_batches * batch, rates
     )
-
-
-def _balanced_rates(counts):
-    """Expected copies per example of each class, n / (K * n_c): equal classes, same length."""
-    counts = np.asarray(counts, np.float64)
-    present = counts > 0
-    rates = np.zeros_like(counts)
-    rates[present] = counts.sum() / (present.sum() * counts[present])
-    return rates
 
 
 def _resample(ds, rates, key):

@@ -24,6 +24,37 @@ STEMS = ("imagenet", "small")
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def batch_norm(module, train: bool):
+    """The BatchNorm of a ResNet `module` (its bn_momentum, bn_epsilon, dtype, axis_name).
+
+    Running averages are used at eval and, with module.frozen_backbone, in training too.
+    With use_running_average=True the axis is not used, so init/eval run outside shard_map.
+    """
+    return functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train or module.frozen_backbone,
+        momentum=module.bn_momentum,
+        epsilon=module.bn_epsilon,
+        dtype=module.dtype,
+        axis_name=module.axis_name,
+    )
+
+
+def pooled_logits(module, x):
+    """The shared ResNet top: Grad-CAM hook, global average pool, classifier `head`.
+
+    The hook (imgcls.cam) adds a zero "perturbations" variable whose gradient is the feature
+    map's; a no-op unless that collection is passed, and skipped under init so the variables
+    hold no batch-shaped array (only params and batch_stats). Returns float32 logits.
+    """
+    if not module.is_initializing():
+        x = module.perturb("features", x)
+    module.sow("intermediates", "features", x)
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(module.num_classes, dtype=module.dtype, name="head")(x)
+    return jnp.asarray(x, jnp.float32)
+
+
 class ResNetBlock(nn.Module):
     """Basic block: two 3x3 convs; the last BatchNorm starts at zero scale (identity residual)."""
 
@@ -104,15 +135,7 @@ class ResNet(nn.Module):
         conv = functools.partial(
             nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_kernel_init
         )
-        # With use_running_average=True the axis is not used, so init/eval run outside shard_map.
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train or self.frozen_backbone,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-            axis_name=self.axis_name,
-        )
+        norm = batch_norm(self, train)
         if self.stem == "imagenet":
             x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(
                 x
@@ -130,15 +153,7 @@ class ResNet(nn.Module):
                 x = self.block_cls(
                     self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=nn.relu
                 )(x)
-        # Grad-CAM hook (imgcls.cam): adds a zero "perturbations" variable, whose gradient is the
-        # feature map's; a no-op unless that collection is passed. Skipped under init so the
-        # variables hold no batch-shaped array (only params and batch_stats).
-        if not self.is_initializing():
-            x = self.perturb("features", x)
-        self.sow("intermediates", "features", x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
-        return jnp.asarray(x, jnp.float32)
+        return pooled_logits(self, x)
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=[2, 2, 2, 2], block_cls=ResNetBlock)

@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from imgcls.models.resnet import conv_kernel_init
+from imgcls.models.resnet import batch_norm, conv_kernel_init, pooled_logits
 
 ModuleDef = Any
 
@@ -72,15 +72,7 @@ class ResNetV1(nn.Module):
         conv = functools.partial(
             nn.Conv, use_bias=True, dtype=self.dtype, kernel_init=conv_kernel_init
         )
-        # With use_running_average=True the axis is not used, so init/eval run outside shard_map.
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train or self.frozen_backbone,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-            axis_name=self.axis_name,
-        )
+        norm = batch_norm(self, train)
         # Keras: ZeroPadding2D(3) + 7x7/2 VALID conv.
         x = conv(self.num_filters, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv_init")(x)
         x = norm(name="bn_init")(x)
@@ -94,13 +86,7 @@ class ResNetV1(nn.Module):
                 x = BottleneckResNetV1Block(
                     self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=nn.relu
                 )(x)
-        # Grad-CAM hook (imgcls.cam), as in resnet.py: skipped under init.
-        if not self.is_initializing():
-            x = self.perturb("features", x)
-        self.sow("intermediates", "features", x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
-        return jnp.asarray(x, jnp.float32)
+        return pooled_logits(self, x)
 
 
 ResNet50V1 = functools.partial(ResNetV1, stage_sizes=[3, 4, 6, 3])
