@@ -285,11 +285,9 @@ class EarlyStopping:
 
 def _logged_eval_accuracies(workdir: str, until_step: int) -> list[float]:
     """The eval_accuracy values metrics.jsonl holds up to a step (replayed on resume)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from imgcls.sweep_results import read_metrics
+
+    rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
     return [r["eval_accuracy"] for r in rows if "eval_accuracy" in r and r["step"] <= until_step]
 
 
