@@ -25,6 +25,7 @@ from imgcls.data import jax_augment
 from imgcls.data.normalize import normalize
 
 AXIS = parallel.AXIS
+DATASET_INFO_FILE = "dataset_info.json"  # W/dataset_info.json: class names, image shape
 
 
 class TrainState(train_state.TrainState):
@@ -257,10 +258,27 @@ def _check_config(config, info, mesh) -> None:
         logging.warning("config.unfreeze_after_epochs has no effect without freeze_backbone.")
 
 
-def save_config(config, workdir: str) -> None:
+def save_config(config, workdir: str, info=None) -> None:
+    """Writes W/config.json and, given the dataset info, W/dataset_info.json.
+
+    dataset_info.json (class names, image shape) lets predict, export and serve use the model
+    without the training data.
+    """
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        if info is not None:
+            with open(os.path.join(workdir, DATASET_INFO_FILE), "w") as f:
+                json.dump(
+                    {
+                        "name": info.name,
+                        "num_classes": info.num_classes,
+                        "class_names": list(info.class_names),
+                        "image_shape": list(info.image_shape),
+                    },
+                    f,
+                    indent=2,
+                )
 
 
 class EarlyStopping:
@@ -308,7 +326,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     info = data.get_dataset_info(config)
     mesh = parallel.create_mesh()
     _check_config(config, info, mesh)
-    save_config(config, workdir)
+    save_config(config, workdir, info)
 
     steps_per_epoch = data.steps_per_epoch(config, info)
     eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))

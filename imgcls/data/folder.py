@@ -87,26 +87,40 @@ def _to_8bit(image):
     return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
 
 
-def load_image(path, channels):
-    """(stored bytes, height, width, re-encoded) of an image file; raises if it is unreadable.
+class ImageTooLarge(ValueError):
+    """An image whose decoded size is over the allowed number of pixels (a decompression bomb)."""
 
-    The file is fully decoded by PIL (so truncated files fail here, not during training).
-    JPEG (RGB or grayscale, not EXIF-rotated) and PNG files are kept as they are; any other
-    image is converted to RGB or grayscale (channels) and re-encoded as PNG.
+
+def load_image(path, channels):
+    """(stored bytes, height, width, re-encoded) of an image file; raises if it is unreadable."""
+    with open(path, "rb") as f:
+        return encode_image(f.read(), channels)
+
+
+def encode_image(data, channels, max_pixels=None):
+    """(bytes TF decodes, height, width, re-encoded) of encoded image data; raises if unreadable.
+
+    The image is fully decoded by PIL (so truncated files fail here, not during training).
+    JPEG (RGB or grayscale, not EXIF-rotated) and PNG data is kept as it is; any other image
+    is converted to RGB or grayscale (channels) and re-encoded as PNG. With max_pixels, an
+    image of more pixels raises ImageTooLarge before it is decoded.
     """
     from PIL import Image, ImageOps
 
-    with open(path, "rb") as f:
-        data = f.read()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's warnings about odd files; errors still raise
         with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"the image is {width}x{height} = {width * height:,} pixels, over the "
+                    f"limit of {max_pixels:,} pixels; refused as a possible decompression bomb"
+                )
             image.load()
             fmt = image.format
             orientation = 1
             if fmt in ("JPEG", "MPO") and "exif" in image.info:
                 orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-            width, height = image.size
             if fmt == "PNG" or (
                 fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1
             ):

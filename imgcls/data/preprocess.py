@@ -116,3 +116,18 @@ def preprocess_eval(example, config, shape):
     if size > 0:
         image = center_crop(image, size, float(ds.crop_fraction))
     return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
+
+
+def preprocess_encoded(data, image_size, crop_fraction, shape):
+    """Encoded image bytes (JPEG, PNG, GIF, BMP) -> the uint8 image an eval batch would hold.
+
+    Predict, serve and the exported SavedModel all use this, so they see what evaluation sees.
+    With image_size > 0 it is preprocess_eval's center crop; a model of native-size images
+    (image_size 0) gets other sizes resized to its (H, W).
+    """
+    image = tf.image.decode_image(data, channels=shape[-1], dtype=tf.uint8, expand_animations=False)
+    if image_size > 0:
+        image = center_crop(image, image_size, crop_fraction)
+    else:
+        image = resize(image, shape[0], shape[1])
+    return tf.ensure_shape(image, shape)
