@@ -1,7 +1,9 @@
 """Launches imgcls: `python main.py --config=configs/default.py --workdir=runs/default`.
 
 Any config value can be overridden from the command line, e.g.
-`--config.optimizer.learning_rate=0.1 --config.model.name=resnet18`.
+`--config.optimizer.learning_rate=0.1 --config.model.name=resnet18`. A trained workdir W is
+then used with `--mode=eval`, `--mode=predict --workdir=W image.jpg photos/`,
+`--mode=export --export_dir=E` and `--mode=serve --port=8000`; they read only W.
 """
 
 import logging as pylogging
@@ -18,11 +20,29 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, logs a
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "eval", "inspect"],
+    ["train", "eval", "inspect", "predict", "export", "serve"],
     "train: train (or resume) --config in --workdir. eval: evaluate a checkpoint of --workdir. "
-    "inspect: describe --config's dataset (sizes, classes, samples, augmentations) in W/inspect.",
+    "inspect: describe --config's dataset (sizes, classes, samples, augmentations) in W/inspect. "
+    "predict: top-k classes of the image files and folders given as arguments. export: a "
+    "SavedModel and a jax.export artifact in --export_dir. serve: a web app and JSON API.",
 )
-flags.DEFINE_string("checkpoint", "latest", "--mode=eval: 'latest', 'best' or a step number.")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "'latest', 'best' or a step number. Default: 'latest' for eval; for predict, export and "
+    "serve 'best' when the run validated, else 'latest'.",
+)
+flags.DEFINE_integer("top_k", 5, "--mode=predict and serve: classes listed per image.")
+flags.DEFINE_string("output", None, "--mode=predict: also write the predictions to .csv or .json.")
+flags.DEFINE_integer(
+    "batch_size",
+    None,
+    "--mode=predict/serve: images per compiled call (default: eval_batch_size; serve: 8).",
+)
+flags.DEFINE_string("export_dir", None, "--mode=export: the directory to write the model into.")
+flags.DEFINE_string("host", "127.0.0.1", "--mode=serve: the address to listen on.")
+flags.DEFINE_integer("port", 8000, "--mode=serve: the port to listen on.")
+flags.DEFINE_float("max_upload_mb", 10.0, "--mode=serve: larger uploads get 413.")
 flags.DEFINE_string("split", None, "--mode=eval: the split to evaluate (default: the config's).")
 flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host training)."
@@ -63,7 +83,7 @@ def parse_flags(argv):
 
 
 def main(argv):
-    if len(argv) > 1:
+    if len(argv) > 1 and FLAGS.mode != "predict":
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().python_handler.addFilter(_quiet_library_info)
     import jax
@@ -85,6 +105,12 @@ def main(argv):
     try:
         if FLAGS.mode == "eval":
             return _evaluate()
+        if FLAGS.mode == "predict":
+            return _predict(argv[1:])
+        if FLAGS.mode == "export":
+            return _export()
+        if FLAGS.mode == "serve":
+            return _serve()
         if FLAGS.config is None:
             raise app.UsageError(
                 f"--config is required for --mode={FLAGS.mode}, e.g. configs/default.py"
@@ -113,12 +139,56 @@ def main(argv):
 def _evaluate():
     from imgcls import evaluate
 
-    r = evaluate.evaluate_checkpoint(FLAGS.workdir, FLAGS.checkpoint, FLAGS.split)
+    r = evaluate.evaluate_checkpoint(FLAGS.workdir, FLAGS.checkpoint or "latest", FLAGS.split)
     print(
         f"{r['split']} at step {r['step']} ({r['checkpoint']} checkpoint): "
         f"accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  macro F1 {r['macro_avg']['f1']:.4f}"
     )
     print(f"Report: {os.path.join(r['report_dir'], 'report.md')}")
+    return 0
+
+
+def _predict(paths):
+    from imgcls import predict
+
+    if not paths:
+        raise app.UsageError("--mode=predict needs image files or folders: ... a.jpg photos/")
+    predictor = predict.Predictor(FLAGS.workdir, FLAGS.checkpoint, FLAGS.batch_size)
+    result = predict.predict_files(predictor, paths, FLAGS.top_k)
+    print(predict.format_table(result))
+    if FLAGS.output:
+        predict.write_output(result, FLAGS.output)
+        print(f"Predictions: {FLAGS.output}")
+    print(
+        f"{len(result['predictions'])} image(s) predicted, {len(result['errors'])} error(s) "
+        f"({predictor.checkpoint} checkpoint, step {predictor.step})."
+    )
+    return 1 if result["errors"] else 0
+
+
+def _export():
+    from imgcls import export
+
+    if not FLAGS.export_dir:
+        raise app.UsageError("--mode=export needs --export_dir=E, the directory to write.")
+    paths = export.export_model(FLAGS.workdir, FLAGS.export_dir, FLAGS.checkpoint)
+    for what, path in paths.items():
+        print(f"{what}: {path}")
+    return 0
+
+
+def _serve():
+    from imgcls import serve
+
+    serve.serve(
+        FLAGS.workdir,
+        host=FLAGS.host,
+        port=FLAGS.port,
+        checkpoint=FLAGS.checkpoint,
+        batch_size=FLAGS.batch_size,
+        max_upload_bytes=int(FLAGS.max_upload_mb * 2**20),
+        top_k=FLAGS.top_k,
+    )
     return 0
 
 

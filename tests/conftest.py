@@ -57,3 +57,61 @@ def run_python(args, env_extra=None, timeout=600):
         text=True,
         timeout=timeout,
     )
+
+
+TINY_FOLDER_CLASSES = ("red", "green", "blue")
+
+
+def make_tiny_folder(root, per_class=12, seed=0):
+    """root/<class>/* of small noisy images whose dominant colour is the class, in several
+    sizes and formats (JPEG, PNG, BMP), so resizing and re-encoding are exercised."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sizes = [(20, 24), (32, 18), (16, 16), (27, 40)]
+    formats = [("jpg", "JPEG"), ("png", "PNG"), ("bmp", "BMP")]
+    for label, name in enumerate(TINY_FOLDER_CLASSES):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            height, width = sizes[i % len(sizes)]
+            image = rng.integers(0, 120, (height, width, 3))
+            image[..., label] += 120
+            ext, fmt = formats[i % len(formats)]
+            Image.fromarray(image.astype(np.uint8)).save(
+                os.path.join(root, name, f"{name}_{i:02d}.{ext}"), format=fmt
+            )
+    return str(root)
+
+
+def tiny_folder_config(path, data_dir):
+    """A tiny cnn on make_tiny_folder's images at 16x16, half of them held out as 'test'."""
+    config = load_config("default")
+    config.dataset.name = "folder"
+    config.dataset.path = str(path)
+    config.dataset.data_dir = str(data_dir)
+    config.dataset.image_size = 16
+    config.dataset.split_fractions = (0.5, 0.0, 0.5)
+    config.dataset.mean = (0.5, 0.5, 0.5)
+    config.dataset.std = (0.5, 0.5, 0.5)
+    config.augment.random_crop_padding = 0
+    config.model.features = (8, 16)
+    config.model.dense_features = 32
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 30
+    config.log_every_steps = 10
+    config.final_report = False
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_folder_workdir(tmp_path_factory, data_dir):
+    """(workdir, config) of the tiny folder model, trained once per test process."""
+    from imgcls import train
+
+    root = make_tiny_folder(tmp_path_factory.mktemp("tiny_folder"))
+    config = tiny_folder_config(root, data_dir)
+    workdir = str(tmp_path_factory.mktemp("tiny_folder_run"))
+    train.train_and_evaluate(config, workdir)
+    return workdir, config

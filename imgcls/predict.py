@@ -1,0 +1,312 @@
+"""Predictions of a trained model on image files: `main.py --mode=predict --workdir=W a.jpg dir/`.
+
+A Predictor needs nothing but the workdir: the config (W/config.json), the class names and image
+shape (W/dataset_info.json, written by training) and a checkpoint. Images go through the same
+decoding and center crop as evaluation (data.preprocess.preprocess_encoded) and through one
+jitted function, compiled once for a fixed batch size (shorter batches are padded), that maps
+uint8 images to class probabilities. `--mode=serve` and `--mode=export` build on it.
+"""
+
+import concurrent.futures
+import csv
+import functools
+import json
+import os
+import threading
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from imgcls import checkpointing, train
+from imgcls.data.folder_scan import IMAGE_EXTENSIONS
+from imgcls.data.normalize import normalize
+
+DEFAULT_TOP_K = 5
+MAX_PIXELS = 50_000_000  # images of more pixels are refused (decompression bombs)
+
+
+class NotAnImage(ValueError):
+    """Data in no image format PIL reads (serve: 415)."""
+
+
+class BrokenImage(ValueError):
+    """An image file that is truncated or corrupt (serve: 400)."""
+
+
+PREPROCESS_THREADS = 8  # images decoded at once (PIL and TF release the GIL)
+
+
+def resolve_checkpoint(ckpt, checkpoint=None) -> tuple[int, str]:
+    """(step, name) of `checkpoint`; None means 'best' when one is ranked, else 'latest'."""
+    from imgcls import evaluate
+
+    if checkpoint is None:
+        checkpoint = "best" if ckpt.all_steps() and ckpt.best_step() is not None else "latest"
+    return evaluate.resolve_step(ckpt, checkpoint), checkpoint
+
+
+def dataset_info(workdir, config) -> dict:
+    """{'class_names', 'image_shape', ...} of the run in `workdir`.
+
+    From W/dataset_info.json; workdirs trained before it existed read the dataset instead.
+    """
+    path = os.path.join(workdir, train.DATASET_INFO_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    logging.info("%s not found (an older workdir): reading the dataset for class names.", path)
+    info = train.prepare_dataset(config)
+    return {
+        "name": info.name,
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names),
+        "image_shape": list(info.image_shape),
+    }
+
+
+def probabilities_fn(model, mean, std):
+    """f(variables, uint8 images [N, H, W, C]) -> float32 class probabilities [N, K]."""
+
+    def probabilities(variables, images):
+        logits = model.apply(variables, normalize(images, mean, std), train=False)
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+    return probabilities
+
+
+class Predictor:
+    """A trained model of `workdir` ready to predict: preprocessing, weights, compiled function."""
+
+    def __init__(self, workdir, checkpoint=None, batch_size=None, compile=True):
+        self.workdir = workdir
+        self.config = config = train.load_config_json(workdir)
+        info = dataset_info(workdir, config)
+        self.class_names = tuple(info["class_names"])
+        self.image_shape = tuple(int(d) for d in info["image_shape"])
+        self.model = train.create_model(config, len(self.class_names))
+        directory = os.path.join(workdir, "checkpoints")
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(
+                f"No checkpoints in {directory}: is {workdir} a trained workdir?"
+            )
+        with checkpointing.Checkpointer(directory, read_only=True) as ckpt:
+            self.step, self.checkpoint = resolve_checkpoint(ckpt, checkpoint)
+            self._check_model(ckpt)
+            self.variables = ckpt.restore_variables(self.step)
+        self.batch_size = int(batch_size or config.eval_batch_size)
+        if self.batch_size <= 0:
+            raise ValueError(f"The batch size must be positive, got {self.batch_size}.")
+        self.probabilities_fn = probabilities_fn(
+            self.model, tuple(config.dataset.mean), tuple(config.dataset.std)
+        )
+        self._compiled = self._preprocess_fn = None
+        self._lock = threading.Lock()
+        if compile:  # export only needs the weights and the function
+            images = jax.ShapeDtypeStruct((self.batch_size, *self.image_shape), jnp.uint8)
+            self.variables = jax.device_put(self.variables)
+            self._compiled = jax.jit(self.probabilities_fn).lower(self.variables, images).compile()
+        logging.info(
+            "Loaded %s (%s checkpoint, step %d): %d classes, images %s, batch %d.",
+            workdir,
+            self.checkpoint,
+            self.step,
+            len(self.class_names),
+            "x".join(map(str, self.image_shape)),
+            self.batch_size,
+        )
+
+    def _check_model(self, ckpt):
+        shapes = jax.eval_shape(
+            functools.partial(self.model.init, train=False),
+            jax.random.key(0),
+            jnp.zeros((1, *self.image_shape), jnp.float32),
+        )
+        template = types.SimpleNamespace(
+            params=shapes["params"], batch_stats=shapes.get("batch_stats", {})
+        )
+        problems = ckpt._model_mismatches(self.step, template)
+        if problems:
+            raise ValueError(
+                f"Checkpoint step {self.step} of {self.workdir} does not match the model of its "
+                f"W/config.json ({'; '.join(problems[:5])}); was the workdir reused for "
+                "another model?"
+            )
+
+    def preprocess(self, data: bytes, max_pixels=MAX_PIXELS) -> np.ndarray:
+        """Encoded image bytes -> uint8 [H, W, C], as evaluation preprocesses its examples.
+
+        Raises NotAnImage, BrokenImage, or folder.ImageTooLarge for an image of more than
+        max_pixels pixels, checked before it is decoded.
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        from imgcls.data import folder
+
+        try:
+            stored, *_ = folder.encode_image(data, self.image_shape[-1], max_pixels)
+        except UnidentifiedImageError:
+            raise NotAnImage(
+                "not an image: the data is in no format PIL reads (JPEG, PNG, GIF, BMP, WebP, "
+                "TIFF, ...)"
+            ) from None
+        except Image.DecompressionBombError as e:
+            raise folder.ImageTooLarge(f"refused as a decompression bomb: {e}") from None
+        except folder.ImageTooLarge:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise BrokenImage(f"a truncated or corrupt image ({e})") from None
+        return self._preprocess(stored).numpy()
+
+    def _preprocess(self, stored):
+        with self._lock:  # one traced function, even when threads start at once
+            if self._preprocess_fn is None:
+                self._preprocess_fn = self._make_preprocess_fn()
+        return self._preprocess_fn(stored)
+
+    def _make_preprocess_fn(self):
+        from imgcls.data import preprocess
+        from imgcls.data._tf import tf
+
+        return tf.function(
+            functools.partial(
+                preprocess.preprocess_encoded,
+                image_size=int(self.config.dataset.image_size),
+                crop_fraction=float(self.config.dataset.crop_fraction),
+                shape=self.image_shape,
+            ),
+            input_signature=[tf.TensorSpec([], tf.string)],
+        )
+
+    def predict_images(self, images) -> np.ndarray:
+        """Class probabilities [N, K] of preprocessed uint8 images [N, H, W, C], any N."""
+        images = np.asarray(images, dtype=np.uint8)
+        if images.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"Images of shape {images.shape[1:]} given; the model takes {self.image_shape}."
+            )
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            padded = np.zeros((self.batch_size, *self.image_shape), np.uint8)
+            padded[: len(chunk)] = chunk
+            out.append(np.asarray(self._compiled(self.variables, padded))[: len(chunk)])
+        if not out:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return np.concatenate(out)
+
+    def top_k(self, probabilities, k=DEFAULT_TOP_K) -> list[list[dict]]:
+        """[{'class', 'probability'}, ...] of the k most likely classes, per row."""
+        k = min(int(k), len(self.class_names))
+        order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
+        return [
+            [{"class": self.class_names[i], "probability": float(p[i])} for i in row]
+            for p, row in zip(probabilities, order, strict=True)
+        ]
+
+
+def find_images(paths) -> tuple[list[str], list[dict]]:
+    """(image files, errors): files as given, folders walked for image extensions, sorted."""
+    files, errors = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            found = []
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [
+                    os.path.join(root, n)
+                    for n in names
+                    if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+                ]
+            if not found:
+                errors.append({"file": path, "error": "folder holds no image files"})
+            files += sorted(found)
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            errors.append({"file": path, "error": "no such file or folder"})
+    return files, errors
+
+
+def _load(predictor, path):
+    """The preprocessed image of `path`, or the text of why it cannot be read."""
+    from imgcls.data import folder
+
+    try:
+        with open(path, "rb") as f:
+            return predictor.preprocess(f.read())
+    except (NotAnImage, BrokenImage, folder.ImageTooLarge, OSError) as e:
+        return str(e)
+
+
+def predict_files(predictor, paths, top_k=DEFAULT_TOP_K) -> dict:
+    """Top-k predictions of every image under `paths`; unreadable files are listed as errors.
+
+    Returns {'workdir', 'checkpoint', 'step', 'predictions': [{'file', 'top_k'}], 'errors':
+    [{'file', 'error'}]}, predictions in file order.
+    """
+    files, errors = find_images(paths)
+    predictions = []
+    with concurrent.futures.ThreadPoolExecutor(PREPROCESS_THREADS) as pool:
+        for start in range(0, len(files), predictor.batch_size):
+            chunk = files[start : start + predictor.batch_size]
+            loaded = list(pool.map(functools.partial(_load, predictor), chunk))
+            good = [(f, x) for f, x in zip(chunk, loaded, strict=True) if not isinstance(x, str)]
+            errors += [
+                {"file": f, "error": x}
+                for f, x in zip(chunk, loaded, strict=True)
+                if isinstance(x, str)
+            ]
+            if good:
+                probs = predictor.predict_images(np.stack([x for _, x in good]))
+                for (f, _), top in zip(good, predictor.top_k(probs, top_k), strict=True):
+                    predictions.append({"file": f, "top_k": top})
+    return {
+        "workdir": os.path.abspath(predictor.workdir),
+        "checkpoint": predictor.checkpoint,
+        "step": predictor.step,
+        "predictions": predictions,
+        "errors": errors,
+    }
+
+
+def format_table(result) -> str:
+    """The console table: one line per image with its top-k classes and probabilities."""
+    rows = [
+        (p["file"], "  ".join(f"{t['class']} {t['probability']:.3f}" for t in p["top_k"]))
+        for p in result["predictions"]
+    ]
+    width = max([len("file"), *(len(f) for f, _ in rows)])
+    k = len(result["predictions"][0]["top_k"]) if rows else 0
+    lines = [f"{'file':<{width}}  top-{k} (class probability)"] if rows else []
+    lines += [f"{f:<{width}}  {text}" for f, text in rows]
+    lines += [f"error: {e['file']}: {e['error']}" for e in result["errors"]]
+    return "\n".join(lines)
+
+
+def write_output(result, path) -> None:
+    """Writes the predictions to `path`: .json as given, .csv one row per file."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".csv", ".json"):
+        raise ValueError(f"--output={path}: give a file name ending in .csv or .json.")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if ext == ".json":
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+        return
+    k = max([len(p["top_k"]) for p in result["predictions"]] or [0])
+    header = ["file"]
+    for i in range(1, k + 1):
+        header += [f"class_{i}", f"probability_{i}"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*header, "error"])
+        for p in result["predictions"]:
+            cells = [p["file"]]
+            for t in p["top_k"]:
+                cells += [t["class"], f"{t['probability']:.6f}"]
+            writer.writerow([*cells, *[""] * (len(header) - len(cells)), ""])
+        for e in result["errors"]:
+            writer.writerow([e["file"], *[""] * (len(header) - 1), e["error"]])
