@@ -2,11 +2,14 @@
 
 from setuptools import find_packages, setup
 
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"]
+
 setup(
     name="imgcls",
     version="0.1.0",
     description="JAX/Flax research codebase for image classification",
     packages=find_packages(include=["imgcls", "imgcls.*"]),
+    package_data={"imgcls": ["serve_page.html"]},
     python_requires=">=3.11",
     install_requires=[
         "absl-py>=2.1",
@@ -26,7 +29,15 @@ setup(
         "tensorflow-datasets>=4.9.7",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
-        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+        "serve": SERVE,
+        # The tests cover the web app: its test client (httpx) and a real browser (selenium).
+        "dev": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "ruff>=0.6",
+            "httpx>=0.27",
+            "selenium>=4.20",
+            *SERVE,
+        ],
     },
 )
