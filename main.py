@@ -153,6 +153,8 @@ def _predict(paths):
 
     if not paths:
         raise app.UsageError("--mode=predict needs image files or folders: ... a.jpg photos/")
+    if FLAGS.output:
+        predict.check_output_path(FLAGS.output)  # before the work, not after
     predictor = predict.Predictor(FLAGS.workdir, FLAGS.checkpoint, FLAGS.batch_size)
     result = predict.predict_files(predictor, paths, FLAGS.top_k)
     print(predict.format_table(result))

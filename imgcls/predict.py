@@ -161,16 +161,18 @@ class Predictor:
         return self._preprocess(stored).numpy()
 
     def _preprocess(self, stored):
+        from imgcls.data._tf import tf
+
         with self._lock:  # one traced function, even when threads start at once
             if self._preprocess_fn is None:
                 self._preprocess_fn = self._make_preprocess_fn()
-        return self._preprocess_fn(stored)
+        return self._preprocess_fn(tf.constant(stored))
 
     def _make_preprocess_fn(self):
         from imgcls.data import preprocess
         from imgcls.data._tf import tf
 
-        return tf.function(
+        fn = tf.function(
             functools.partial(
                 preprocess.preprocess_encoded,
                 image_size=int(self.config.dataset.image_size),
@@ -179,6 +181,7 @@ class Predictor:
             ),
             input_signature=[tf.TensorSpec([], tf.string)],
         )
+        return fn.get_concrete_function()  # traced here, once (concurrent first calls would not)
 
     def predict_images(self, images) -> np.ndarray:
         """Class probabilities [N, K] of preprocessed uint8 images [N, H, W, C], any N."""
@@ -286,11 +289,17 @@ def format_table(result) -> str:
     return "\n".join(lines)
 
 
-def write_output(result, path) -> None:
-    """Writes the predictions to `path`: .json as given, .csv one row per file."""
+def check_output_path(path) -> str:
+    """The format ('.csv' or '.json') of an --output path; ValueError for any other."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".json"):
         raise ValueError(f"--output={path}: give a file name ending in .csv or .json.")
+    return ext
+
+
+def write_output(result, path) -> None:
+    """Writes the predictions to `path`: .json as given, .csv one row per file."""
+    ext = check_output_path(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if ext == ".json":
         with open(path, "w") as f:

@@ -3,8 +3,9 @@
 POST /predict takes one image (multipart field `file`) and answers its top-k classes; GET / is
 a page to drop an image on; GET /healthz describes the model and counts the batches run.
 Requests that arrive together share one call of the Predictor's compiled function: a single
-worker task collects them for up to batch_wait_ms (or until a batch is full), so throughput
-under load grows with the batch while a lone request waits only a few milliseconds.
+worker task collects them until a batch is full, waiting up to batch_wait_ms for requests
+still being decoded, so throughput under load grows with the batch while a lone request is
+predicted at once.
 """
 
 import asyncio
@@ -52,6 +53,7 @@ class _Batcher:
     def __init__(self, predictor, wait_s):
         self.predictor, self.wait_s = predictor, wait_s
         self.queue = None
+        self.decoding = 0  # requests being decoded: they will join the queue soon
         self.requests = self.batches = self.largest_batch = 0
 
     async def predict(self, image) -> np.ndarray:
@@ -62,7 +64,8 @@ class _Batcher:
         return await future
 
     async def run(self):
-        """Forever: wait for a request, gather more for wait_s or a full batch, predict all."""
+        """Forever: wait for a request, gather what is queued or still being decoded (for up to
+        wait_s) into a batch, predict it."""
         loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
@@ -72,7 +75,7 @@ class _Batcher:
                     items.append(self.queue.get_nowait())
                     continue
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not self.decoding:
                     break
                 try:
                     async with asyncio.timeout(remaining):
@@ -202,6 +205,7 @@ def create_app(
     @app.post("/predict")
     async def predict_endpoint(request: Request):
         name, data = await read_upload(request)
+        batcher.decoding += 1
         try:  # decoding runs in a thread: PIL and TF release the GIL, the loop stays free
             image = await asyncio.to_thread(predictor.preprocess, data, max_pixels)
         except predict.NotAnImage as e:
@@ -214,6 +218,8 @@ def create_app(
             raise HTTPException(
                 413, _message(name, e, f"Downscale it to at most {max_pixels:,} pixels.")
             ) from None
+        finally:  # (no await between this and the queueing below: the worker sees either)
+            batcher.decoding -= 1
         probs = await batcher.predict(image)
         return {
             "predictions": predictor.top_k(probs[None], top_k)[0],
