@@ -84,24 +84,32 @@ def make_tiny_folder(root, per_class=12, seed=0):
     return str(root)
 
 
-def tiny_folder_config(path, data_dir):
-    """A tiny cnn on make_tiny_folder's images at 16x16, half of them held out as 'test'."""
+def folder_config(path, data_dir, **dataset):
+    """The default config on the image folder `path` at 16x16 RGB, small batches, no report."""
     config = load_config("default")
     config.dataset.name = "folder"
     config.dataset.path = str(path)
     config.dataset.data_dir = str(data_dir)
     config.dataset.image_size = 16
-    config.dataset.split_fractions = (0.5, 0.0, 0.5)
     config.dataset.mean = (0.5, 0.5, 0.5)
     config.dataset.std = (0.5, 0.5, 0.5)
+    config.batch_size = 4
+    config.eval_batch_size = 8
+    config.final_report = False
+    for key, value in dataset.items():
+        config.dataset[key] = value
+    return config
+
+
+def tiny_folder_config(path, data_dir):
+    """A tiny cnn on make_tiny_folder's images at 16x16, half of them held out as 'test'."""
+    config = folder_config(path, data_dir, split_fractions=(0.5, 0.0, 0.5))
     config.augment.random_crop_padding = 0
     config.model.features = (8, 16)
     config.model.dense_features = 32
     config.batch_size = 8
-    config.eval_batch_size = 8
     config.num_train_steps = 30
     config.log_every_steps = 10
-    config.final_report = False
     return config
 
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import folder_config
 from PIL import Image, ImageOps
 
 import imgcls.data as data
@@ -39,22 +39,6 @@ def _fresh_scan():
     folder.clear_cache()
     yield
     folder.clear_cache()
-
-
-def make_config(path, data_dir, **dataset):
-    config = load_config("default")
-    config.dataset.name = "folder"
-    config.dataset.path = str(path)
-    config.dataset.data_dir = str(data_dir)
-    config.dataset.image_size = 16
-    config.dataset.mean = (0.5, 0.5, 0.5)
-    config.dataset.std = (0.5, 0.5, 0.5)
-    config.batch_size = 4
-    config.eval_batch_size = 8
-    config.final_report = False
-    for key, value in dataset.items():
-        config.dataset[key] = value
-    return config
 
 
 def _pixels(rng, height, width, channels=3):
@@ -197,7 +181,7 @@ def check_examples(tree, builder, class_names, channels, splits):
 @pytest.mark.parametrize("channels", [3, 1])
 def test_split_layout_mixed_formats(tmp_path, caplog, channels):
     tree = make_split_tree(tmp_path / "pets")
-    config = make_config(tree.root, tmp_path / "tfds", channels=channels)
+    config = folder_config(tree.root, tmp_path / "tfds", channels=channels)
     with caplog.at_level(logging.WARNING):
         info = data.get_dataset_info(config)
     assert info.class_names == ("cat", "dog", "fox")  # 'fox' only in train: same ids in test
@@ -234,14 +218,14 @@ def test_split_layout_mixed_formats(tmp_path, caplog, channels):
 def test_strict_fails_listing_unreadable_files(tmp_path):
     tree = make_split_tree(tmp_path / "pets")
     data_dir = tmp_path / "tfds"
-    config = make_config(tree.root, data_dir, strict=True)
+    config = folder_config(tree.root, data_dir, strict=True)
     with pytest.raises(ValueError, match="strict") as error:
         folder.prepared_builder(config)
     for rel in tree.unreadable:
         assert rel in str(error.value)
     assert not list(data_dir.glob("*/*/*/dataset_info.json"))  # nothing was kept
     # Prepared leniently, the same folder still fails for a strict run.
-    folder.prepared_builder(make_config(tree.root, data_dir))
+    folder.prepared_builder(folder_config(tree.root, data_dir))
     folder.clear_cache()
     with pytest.raises(ValueError, match="broken.jpg"):
         data.get_dataset_info(config)
@@ -250,7 +234,7 @@ def test_strict_fails_listing_unreadable_files(tmp_path):
 def test_class_layout_split_is_stable_when_files_are_added(tmp_path):
     tree = make_class_tree(tmp_path / "insects")
     fractions = (0.6, 0.2, 0.2)
-    config = make_config(tree.root, tmp_path / "tfds", split_fractions=fractions)
+    config = folder_config(tree.root, tmp_path / "tfds", split_fractions=fractions)
     info = data.get_dataset_info(config)
     assert info.class_names == ("ant", "bee", "wasp")
     builder = folder.prepared_builder(config)
@@ -291,7 +275,7 @@ def test_assign_split_proportions_and_empty_splits():
 
 def test_class_layout_omits_empty_splits(tmp_path):
     tree = make_class_tree(tmp_path / "insects", per_class=(6, 6, 6))
-    config = make_config(tree.root, tmp_path / "tfds", split_fractions=(0.75, 0.0, 0.25))
+    config = folder_config(tree.root, tmp_path / "tfds", split_fractions=(0.75, 0.0, 0.25))
     info = data.get_dataset_info(config)
     assert set(info.split_sizes) == {"train", "test"}
     assert info.split_sizes["train"] + info.split_sizes["test"] == 21
@@ -310,7 +294,7 @@ def test_file_names_that_are_not_utf8(tmp_path):
     os.mkdir(bad_class)
     with open(bad_class + b"/b.png", "wb") as f:
         f.write((root / "train/dog/a.png").read_bytes())
-    config = make_config(root, tmp_path / "tfds")
+    config = folder_config(root, tmp_path / "tfds")
     info = data.get_dataset_info(config)
     assert info.class_names == ("\\xffowl", "cat", "dog")
     files = read_examples(folder.prepared_builder(config), "train")
@@ -325,7 +309,7 @@ def test_file_names_that_are_not_utf8(tmp_path):
 def test_unchanged_folder_is_not_prepared_again(tmp_path, monkeypatch):
     tree = make_class_tree(tmp_path / "insects")
     data_dir = tmp_path / "tfds"
-    config = make_config(tree.root, data_dir)
+    config = folder_config(tree.root, data_dir)
     data.get_dataset_info(config)
     (info_file,) = data_dir.glob("imgcls_image_folder/*/1.0.0/dataset_info.json")
     mtime = info_file.stat().st_mtime_ns
@@ -343,7 +327,7 @@ def test_unchanged_folder_is_not_prepared_again(tmp_path, monkeypatch):
     assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 1
 
     # Another channel count, or a modified file (new mtime), is another prepared dataset.
-    data.get_dataset_info(make_config(tree.root, data_dir, channels=1))
+    data.get_dataset_info(folder_config(tree.root, data_dir, channels=1))
     assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 2
     rel = next(iter(tree.expected))
     stat = (tree.root / rel).stat()
@@ -422,15 +406,15 @@ def test_config_errors(tmp_path):
     tree = make_class_tree(tmp_path / "insects", per_class=(3, 3, 3))
     for fractions in [(0.8, 0.1), (0.8, 0.3, 0.1), (1.2, -0.1, -0.1)]:
         with pytest.raises(ValueError, match="split_fractions"):
-            folder.prepared_builder(make_config(tree.root, tmp_path, split_fractions=fractions))
+            folder.prepared_builder(folder_config(tree.root, tmp_path, split_fractions=fractions))
     with pytest.raises(ValueError, match="channels"):
-        folder.prepared_builder(make_config(tree.root, tmp_path, channels=2))
+        folder.prepared_builder(folder_config(tree.root, tmp_path, channels=2))
     with pytest.raises(ValueError, match="config.dataset.path is empty"):
-        folder.prepared_builder(make_config("", tmp_path))
+        folder.prepared_builder(folder_config("", tmp_path))
     with pytest.raises(ValueError, match="image_size > 0"):
-        data.get_dataset_info(make_config(tree.root, tmp_path / "tfds", image_size=0))
+        data.get_dataset_info(folder_config(tree.root, tmp_path / "tfds", image_size=0))
     with pytest.raises(ValueError, match="'folder'"):
-        sources.get_source(make_config(tree.root, tmp_path, name="no_such_dataset_xyz"))
+        sources.get_source(folder_config(tree.root, tmp_path, name="no_such_dataset_xyz"))
 
 
 def test_split_with_no_readable_image_is_an_error(tmp_path):
@@ -441,12 +425,12 @@ def test_split_with_no_readable_image_is_an_error(tmp_path):
     (root / "test/cat/ok.png").write_bytes(b"garbage")
     (root / "test/dog/ok.png").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="Split 'test'.*no readable image"):
-        folder.prepared_builder(make_config(root, tmp_path / "tfds"))
+        folder.prepared_builder(folder_config(root, tmp_path / "tfds"))
 
 
 def test_train_and_eval_batches_through_the_pipeline(tmp_path):
     tree = make_class_tree(tmp_path / "insects")
-    config = make_config(tree.root, tmp_path / "tfds", validation_split="validation")
+    config = folder_config(tree.root, tmp_path / "tfds", validation_split="validation")
     config.augment.random_resized_crop = True
     config.augment.horizontal_flip = True
     info = data.get_dataset_info(config)
@@ -483,7 +467,7 @@ def _untar(archive, destination):
 @pytest.mark.skipif(not CIFAR_ARCHIVE.exists(), reason=f"{CIFAR_ARCHIVE} not found")
 def test_cifar10_jpeg_folder(tmp_path):
     root = _untar(CIFAR_ARCHIVE, tmp_path / "cifar10")
-    config = make_config(root, tmp_path / "tfds", image_size=32)
+    config = folder_config(root, tmp_path / "tfds", image_size=32)
     start = time.time()
     info = data.get_dataset_info(config)
     seconds = time.time() - start
@@ -507,7 +491,7 @@ def test_flowers_folder_trains_above_chance(tmp_path):
     from imgcls import train
 
     root = _untar(FLOWERS_ARCHIVE, tmp_path / "flowers") / "flowers"
-    config = make_config(root, tmp_path / "tfds", image_size=32)
+    config = folder_config(root, tmp_path / "tfds", image_size=32)
     config.dataset.validation_split = "validation"
     config.dataset.eval_split = "test"
     config.augment.random_crop_padding = 0

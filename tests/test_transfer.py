@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import folder_config, load_config
 from flax import traverse_util
 
 from imgcls import checkpointing, data, models, parallel, train, warm_start
@@ -296,14 +296,8 @@ def _untar(archive, destination, *patterns):
     return destination
 
 
-def folder_config(path, data_dir, model):
-    config = load_config()
-    config.dataset.name = "folder"
-    config.dataset.path = str(path)
-    config.dataset.data_dir = str(data_dir)
-    config.dataset.image_size = 16
-    config.dataset.mean = (0.5, 0.5, 0.5)
-    config.dataset.std = (0.25, 0.25, 0.25)
+def transfer_config(path, data_dir, model):
+    config = folder_config(path, data_dir, std=(0.25, 0.25, 0.25))
     config.augment.random_crop_padding = 0
     config.augment.random_resized_crop = True
     config.augment.area_range = (0.35, 1.0)
@@ -315,7 +309,6 @@ def folder_config(path, data_dir, model):
     config.eval_every_epochs = 1000.0
     config.log_every_steps = 1000
     config.checkpoint_every_steps = 100_000
-    config.final_report = False
     return config
 
 
@@ -329,7 +322,7 @@ def test_warm_start_beats_scratch_on_flowers(tmp_path):
     model = {"name": "resnet18", "stem": "small", "num_filters": 16, "stage_sizes": (1, 1, 1)}
     # 1,000 training and 100 test images per class: train/<class>/0xxx.jpg, test/<class>/00xx.
     cifar = _untar(CIFAR_ARCHIVE, tmp_path / "cifar", "train/*/0*.jpg", "test/*/00*.jpg")
-    source = folder_config(cifar, tmp_path / "tfds", model)
+    source = transfer_config(cifar, tmp_path / "tfds", model)
     source.optimizer.learning_rate = 0.01  # adamw
     source.num_train_steps = 800
     source_result = train.train_and_evaluate(source, str(tmp_path / "cifar_run"))
@@ -338,7 +331,7 @@ def test_warm_start_beats_scratch_on_flowers(tmp_path):
     flowers = _untar(FLOWERS_ARCHIVE, tmp_path / "flowers") / "flowers"
     results = {}
     for init_from in ("", str(tmp_path / "cifar_run")):
-        config = folder_config(flowers, tmp_path / "tfds", model)
+        config = transfer_config(flowers, tmp_path / "tfds", model)
         config.dataset.eval_split = "validation+test"  # 865 photos: less noisy than test alone
         config.optimizer.name = "sgd"
         config.optimizer.learning_rate = 0.05
