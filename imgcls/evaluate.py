@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from imgcls import checkpointing, models, parallel, report, train
 from imgcls import metrics as metrics_lib
+from imgcls import workdir as workdir_files
 from imgcls.data.normalize import normalize
 
 GRID_EXAMPLES = 16  # correct and wrong examples shown in predictions.png (each)
@@ -63,7 +64,7 @@ def resolve_step(ckpt: checkpointing.Checkpointer, checkpoint: str) -> int:
 
 def evaluate_checkpoint(workdir: str, checkpoint: str = "latest", split: str | None = None):
     """Evaluates a saved checkpoint of `workdir` on `split` (default: the config's eval split)."""
-    config = train.load_config_json(workdir)
+    config = workdir_files.load_config(workdir)
     if split:
         config.dataset.eval_split = split
     info = train.prepare_dataset(config)

@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from imgcls import checkpointing, train
+from imgcls import workdir as workdir_files
 from imgcls.data.folder_scan import IMAGE_EXTENSIONS
 from imgcls.data.normalize import normalize
 
@@ -53,18 +54,11 @@ def dataset_info(workdir, config) -> dict:
 
     From W/dataset_info.json; workdirs trained before it existed read the dataset instead.
     """
-    path = os.path.join(workdir, train.DATASET_INFO_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    logging.info("%s not found (an older workdir): reading the dataset for class names.", path)
-    info = train.prepare_dataset(config)
-    return {
-        "name": info.name,
-        "num_classes": info.num_classes,
-        "class_names": list(info.class_names),
-        "image_shape": list(info.image_shape),
-    }
+    info = workdir_files.load_dataset_info(workdir)
+    if info is None:
+        logging.info("%s has no dataset_info.json (older run): reading the dataset.", workdir)
+        info = workdir_files.dataset_info_dict(train.prepare_dataset(config))
+    return info
 
 
 def probabilities_fn(model, mean, std):
@@ -82,7 +76,7 @@ class Predictor:
 
     def __init__(self, workdir, checkpoint=None, batch_size=None, compile=True):
         self.workdir = workdir
-        self.config = config = train.load_config_json(workdir)
+        self.config = config = workdir_files.load_config(workdir)
         info = dataset_info(workdir, config)
         self.class_names = tuple(info["class_names"])
         self.image_shape = tuple(int(d) for d in info["image_shape"])

@@ -5,7 +5,6 @@ Models, steps and metrics here import and run without TensorFlow; only
 """
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -21,11 +20,11 @@ from jax.sharding import PartitionSpec as P
 
 from imgcls import checkpointing, models, optim, parallel, warm_start
 from imgcls import metrics as metrics_lib
+from imgcls import workdir as workdir_files
 from imgcls.data import jax_augment
 from imgcls.data.normalize import normalize
 
 AXIS = parallel.AXIS
-DATASET_INFO_FILE = "dataset_info.json"  # W/dataset_info.json: class names, image shape
 
 
 class TrainState(train_state.TrainState):
@@ -258,29 +257,6 @@ def _check_config(config, info, mesh) -> None:
         logging.warning("config.unfreeze_after_epochs has no effect without freeze_backbone.")
 
 
-def save_config(config, workdir: str, info=None) -> None:
-    """Writes W/config.json and, given the dataset info, W/dataset_info.json.
-
-    dataset_info.json (class names, image shape) lets predict, export and serve use the model
-    without the training data.
-    """
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-        if info is not None:
-            with open(os.path.join(workdir, DATASET_INFO_FILE), "w") as f:
-                json.dump(
-                    {
-                        "name": info.name,
-                        "num_classes": info.num_classes,
-                        "class_names": list(info.class_names),
-                        "image_shape": list(info.image_shape),
-                    },
-                    f,
-                    indent=2,
-                )
-
-
 class EarlyStopping:
     """Stops when the validation accuracy has not improved for `patience` evaluations."""
 
@@ -326,7 +302,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     info = data.get_dataset_info(config)
     mesh = parallel.create_mesh()
     _check_config(config, info, mesh)
-    save_config(config, workdir, info)
+    workdir_files.save(config, workdir, info)
 
     steps_per_epoch = data.steps_per_epoch(config, info)
     eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
@@ -432,14 +408,3 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             "report_accuracy": results["accuracy"],
         }
     return eval_metrics
-
-
-def load_config_json(workdir: str):
-    """The resolved config a run saved as `W/config.json`."""
-    import ml_collections
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
