@@ -147,15 +147,65 @@ def test_predictor_resizes_other_sizes_and_reports_bad_images(digits_workdir):
     np.testing.assert_array_equal(probs[0], probs[4])
 
 
+def bad_checksum_png(array) -> bytes:
+    """A PNG whose image data chunk has a wrong CRC: PIL reads it, TensorFlow does not."""
+    data = bytearray(_png(array))
+    start = data.index(b"IDAT")
+    length = int.from_bytes(data[start - 4 : start], "big")
+    data[start + 4 + length] ^= 0xFF
+    return bytes(data)
+
+
+def test_crop_limits_and_corrupt_checksums(tiny_folder_workdir):
+    """The folder model center-crops: a 1 x 200,000 image (a few hundred bytes) would be resized
+    to 18 x 3.6 million pixels first, so serve's pixel limit refuses it; predict (no limit)
+    reads a PNG with a bad checksum as the intact file."""
+    workdir, _ = tiny_folder_workdir
+    predictor = predict.Predictor(workdir, batch_size=2)
+    sliver = io.BytesIO()
+    Image.new("RGB", (200_000, 1)).save(sliver, format="PNG")
+    with pytest.raises(folder.ImageTooLarge, match="crop it closer to a square"):
+        predictor.preprocess(sliver.getvalue())  # max_pixels=MAX_PIXELS, as serve uses
+    image = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    intact = predictor.preprocess(_png(image), max_pixels=None)
+    np.testing.assert_array_equal(
+        predictor.preprocess(bad_checksum_png(image), max_pixels=None), intact
+    )
+    with pytest.raises(ValueError, match="at least 1 class"):
+        predictor.top_k(predictor.predict_images(intact[None]), 0)
+
+
+def test_default_batch_size():
+    assert [predict.default_batch_size(n) for n in (0, 1, 2, 3, 9, 64, 65, 10_000)] == [
+        1,
+        1,
+        2,
+        4,
+        16,
+        64,
+        64,
+        64,
+    ]
+
+
 def test_find_images_and_output_errors(tmp_path):
     (tmp_path / "a" / ".hidden").mkdir(parents=True)
     for name in ("a/x.png", "a/y.JPG", "a/.z.png", "a/.hidden/w.png", "a/readme.md", "b.webp"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "a" / "linked").symlink_to(tmp_path / "c")  # followed, as the dataset code does
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "v.gif").write_bytes(b"")
+    (tmp_path / "c" / "loop").symlink_to(tmp_path / "a")  # ... but a loop is walked once
     files, errors = predict.find_images(
         [str(tmp_path / "a"), str(tmp_path / "b.webp"), str(tmp_path / "empty")]
     )
-    assert files == [str(tmp_path / "a/x.png"), str(tmp_path / "a/y.JPG"), str(tmp_path / "b.webp")]
+    assert files == [
+        str(tmp_path / "a/linked/v.gif"),
+        str(tmp_path / "a/x.png"),
+        str(tmp_path / "a/y.JPG"),
+        str(tmp_path / "b.webp"),
+    ]
     assert errors == [{"file": str(tmp_path / "empty"), "error": "folder holds no image files"}]
     with pytest.raises(ValueError, match=r"ending in \.csv or \.json"):
         predict.write_output({"predictions": [], "errors": []}, str(tmp_path / "out.txt"))

@@ -59,6 +59,10 @@ TASKS_PER_WORKER = 4  # tasks in flight per worker thread (bounds memory, keeps 
 MAX_WORKERS = 32
 PNG_COMPRESS_LEVEL = 1  # re-encoded images: fast, lossless
 EXIF_ORIENTATION = 0x0112
+# PIL's warnings about odd files (corrupt EXIF, palette transparency, large images): the file
+# is still read or fails with an error. Set once: catch_warnings() is not thread-safe, and
+# images are decoded in threads (preparation, predict, serve).
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 
 
 def _check_channels(channels):
@@ -102,40 +106,51 @@ def encode_image(data, channels, max_pixels=None):
 
     The image is fully decoded by PIL (so truncated files fail here, not during training).
     JPEG (RGB or grayscale, not EXIF-rotated) and PNG data is kept as it is; any other image
-    is converted to RGB or grayscale (channels) and re-encoded as PNG. With max_pixels, an
-    image of more pixels raises ImageTooLarge before it is decoded.
+    is converted to RGB or grayscale (channels) and re-encoded as PNG, as is a PNG with a bad
+    chunk checksum (PIL reads its pixels, TensorFlow's decoder refuses it). With max_pixels,
+    an image of more pixels raises ImageTooLarge before it is decoded.
     """
     from PIL import Image, ImageOps
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PIL's warnings about odd files; errors still raise
-        with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLarge(
+                f"the image is {width}x{height} = {width * height:,} pixels, over the "
+                f"limit of {max_pixels:,} pixels; refused as a possible decompression bomb"
+            )
+        image.load()
+        fmt = image.format
+        orientation = 1
+        if fmt in ("JPEG", "MPO") and "exif" in image.info:
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        if (fmt == "PNG" and _png_checksums_ok(data)) or (
+            fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1
+        ):
+            return data, height, width, False
+        if orientation in range(2, 9):
+            image = ImageOps.exif_transpose(image)
             width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"the image is {width}x{height} = {width * height:,} pixels, over the "
-                    f"limit of {max_pixels:,} pixels; refused as a possible decompression bomb"
-                )
-            image.load()
-            fmt = image.format
-            orientation = 1
-            if fmt in ("JPEG", "MPO") and "exif" in image.info:
-                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-            if fmt == "PNG" or (
-                fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1
-            ):
-                return data, height, width, False
-            if orientation in range(2, 9):
-                image = ImageOps.exif_transpose(image)
-                width, height = image.size
-            if image.mode in ("I", "F") or image.mode.startswith("I;"):
-                image = _to_8bit(image)
-            elif image.mode in ("P", "PA"):
-                image = image.convert("RGBA")
-            image = image.convert("L" if channels == 1 else "RGB")
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        if image.mode in ("I", "F") or image.mode.startswith("I;"):
+            image = _to_8bit(image)
+        elif image.mode in ("P", "PA"):
+            image = image.convert("RGBA")
+        image = image.convert("L" if channels == 1 else "RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue(), height, width, True
+
+
+def _png_checksums_ok(data):
+    """Whether every chunk of a PNG has the right CRC (PIL's verify(): no pixels decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        return True
+    except Exception:  # noqa: BLE001  (SyntaxError, OSError, ...: PIL's ways to say "broken")
+        return False
 
 
 def _load_batch(root, paths, channels):

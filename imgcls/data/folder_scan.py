@@ -11,7 +11,8 @@ import re
 from absl import logging
 
 # Bump when the prepared data changes for the same files and settings (encoding, features, ...).
-FORMAT_VERSION = 1
+# 2: PNGs with a bad chunk checksum are re-encoded (TensorFlow cannot decode them as they are).
+FORMAT_VERSION = 2
 AUTO_SPLITS = ("train", "validation", "test")  # of root/<class>/*, in split_fractions order
 FINGERPRINT_CHARS = 12  # of the fingerprint in the builder config name
 MAX_NAME_CHARS = 40  # of the sanitized folder name in the builder config name

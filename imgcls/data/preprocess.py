@@ -118,6 +118,30 @@ def preprocess_eval(example, config, shape):
     return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
 
 
+def decode(data, channels):
+    """JPEG, PNG, GIF or BMP bytes -> uint8 [H, W, channels] (a GIF's first frame).
+
+    As TFDS decodes stored images, except that GIF and BMP, whose decoders make no grayscale,
+    are decoded as RGB and converted (exactly, for gray pixels).
+    """
+
+    def direct():
+        return tf.image.decode_image(
+            data, channels=channels, dtype=tf.uint8, expand_animations=False
+        )
+
+    if channels != 1:
+        return direct()
+
+    def via_rgb():
+        rgb = tf.image.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        return _to_uint8(tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32)))
+
+    is_gif = tf.equal(tf.strings.substr(data, 0, 3), b"GIF")
+    is_bmp = tf.equal(tf.strings.substr(data, 0, 2), b"BM")
+    return tf.cond(tf.logical_or(is_gif, is_bmp), via_rgb, direct)
+
+
 def preprocess_encoded(data, image_size, crop_fraction, shape):
     """Encoded image bytes (JPEG, PNG, GIF, BMP) -> the uint8 image an eval batch would hold.
 
@@ -125,7 +149,7 @@ def preprocess_encoded(data, image_size, crop_fraction, shape):
     With image_size > 0 it is preprocess_eval's center crop; a model of native-size images
     (image_size 0) gets other sizes resized to its (H, W).
     """
-    image = tf.image.decode_image(data, channels=shape[-1], dtype=tf.uint8, expand_animations=False)
+    image = decode(data, shape[-1])
     if image_size > 0:
         image = center_crop(image, image_size, crop_fraction)
     else:
