@@ -37,7 +37,8 @@ flags.DEFINE_string("output", None, "--mode=predict: also write the predictions 
 flags.DEFINE_integer(
     "batch_size",
     None,
-    "--mode=predict/serve: images per compiled call (default: eval_batch_size; serve: 8).",
+    "--mode=predict/serve: images per compiled call (default: predict: the number of images "
+    "rounded up to a power of 2, at most 64; serve: 8).",
 )
 flags.DEFINE_string("export_dir", None, "--mode=export: the directory to write the model into.")
 flags.DEFINE_string("host", "127.0.0.1", "--mode=serve: the address to listen on.")
@@ -102,6 +103,8 @@ def main(argv):
         jax.process_index(),
         jax.process_count(),
     )
+    if FLAGS.top_k < 1:
+        raise app.UsageError(f"--top_k={FLAGS.top_k}: give at least 1.")
     try:
         if FLAGS.mode == "eval":
             return _evaluate()
@@ -155,7 +158,8 @@ def _predict(paths):
         raise app.UsageError("--mode=predict needs image files or folders: ... a.jpg photos/")
     if FLAGS.output:
         predict.check_output_path(FLAGS.output)  # before the work, not after
-    predictor = predict.Predictor(FLAGS.workdir, FLAGS.checkpoint, FLAGS.batch_size)
+    batch_size = FLAGS.batch_size or predict.default_batch_size(len(predict.find_images(paths)[0]))
+    predictor = predict.Predictor(FLAGS.workdir, FLAGS.checkpoint, batch_size)
     result = predict.predict_files(predictor, paths, FLAGS.top_k)
     print(predict.format_table(result))
     if FLAGS.output:

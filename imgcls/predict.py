@@ -22,7 +22,7 @@ from absl import logging
 
 from imgcls import checkpointing, train
 from imgcls import workdir as workdir_files
-from imgcls.data.folder_scan import IMAGE_EXTENSIONS
+from imgcls.data.folder_scan import IMAGE_EXTENSIONS, printable_path
 from imgcls.data.normalize import normalize
 
 DEFAULT_TOP_K = 5
@@ -38,6 +38,7 @@ class BrokenImage(ValueError):
 
 
 PREPROCESS_THREADS = 8  # images decoded at once (PIL and TF release the GIL)
+PREDICT_BATCH_SIZE = 64  # largest default batch of --mode=predict
 
 
 def resolve_checkpoint(ckpt, checkpoint=None) -> tuple[int, str]:
@@ -90,7 +91,7 @@ class Predictor:
             self.step, self.checkpoint = resolve_checkpoint(ckpt, checkpoint)
             self._check_model(ckpt)
             self.variables = ckpt.restore_variables(self.step)
-        self.batch_size = int(batch_size or config.eval_batch_size)
+        self.batch_size = int(batch_size or min(config.eval_batch_size, PREDICT_BATCH_SIZE))
         if self.batch_size <= 0:
             raise ValueError(f"The batch size must be positive, got {self.batch_size}.")
         self.probabilities_fn = probabilities_fn(
@@ -138,9 +139,10 @@ class Predictor:
         from PIL import Image, UnidentifiedImageError
 
         from imgcls.data import folder
+        from imgcls.data._tf import tf
 
         try:
-            stored, *_ = folder.encode_image(data, self.image_shape[-1], max_pixels)
+            stored, height, width, _ = folder.encode_image(data, self.image_shape[-1], max_pixels)
         except UnidentifiedImageError:
             raise NotAnImage(
                 "not an image: the data is in no format PIL reads (JPEG, PNG, GIF, BMP, WebP, "
@@ -152,7 +154,29 @@ class Predictor:
             raise
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise BrokenImage(f"a truncated or corrupt image ({e})") from None
-        return self._preprocess(stored).numpy()
+        self._check_resized_size(height, width, max_pixels)
+        try:
+            return self._preprocess(stored).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as e:
+            # PIL read it, TensorFlow's stricter decoder (e.g. of a bad PNG checksum) did not
+            raise BrokenImage(f"a corrupt image ({e.message.splitlines()[0]})") from None
+
+    def _check_resized_size(self, height, width, max_pixels):
+        """The center crop resizes the whole image first: refuse extreme aspect ratios (a 1 x
+        20,000 image would be resized to 256 x 5,120,000 before its 224 x 224 crop)."""
+        size = int(self.config.dataset.image_size)
+        if max_pixels is None or size <= 0:
+            return
+        scale = size / float(self.config.dataset.crop_fraction) / max(1, min(height, width))
+        resized = max(round(height * scale), size) * max(round(width * scale), size)
+        if resized > max_pixels:
+            from imgcls.data import folder
+
+            raise folder.ImageTooLarge(
+                f"the image is {width}x{height}: resizing its shorter side for the center crop "
+                f"would make {resized:,} pixels, over the limit of {max_pixels:,}; crop it "
+                "closer to a square first"
+            )
 
     def _preprocess(self, stored):
         from imgcls.data._tf import tf
@@ -196,6 +220,8 @@ class Predictor:
 
     def top_k(self, probabilities, k=DEFAULT_TOP_K) -> list[list[dict]]:
         """[{'class', 'probability'}, ...] of the k most likely classes, per row."""
+        if int(k) < 1:
+            raise ValueError(f"top_k={k}: ask for at least 1 class.")
         k = min(int(k), len(self.class_names))
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         return [
@@ -205,18 +231,26 @@ class Predictor:
 
 
 def find_images(paths) -> tuple[list[str], list[dict]]:
-    """(image files, errors): files as given, folders walked for image extensions, sorted."""
-    files, errors = [], []
+    """(image files, errors): files as given; folders walked (symlinks too) for files with an
+    image extension, sorted. Other files in folders are counted in the log, not predicted."""
+    files, errors, skipped = [], [], 0
     for path in paths:
         if os.path.isdir(path):
-            found = []
-            for root, dirs, names in os.walk(path):
+            found, seen = [], set()
+            for root, dirs, names in os.walk(path, followlinks=True):
+                real = os.path.realpath(root)
+                if real in seen:  # a symlink loop, or a folder linked twice
+                    dirs[:] = []
+                    continue
+                seen.add(real)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [
-                    os.path.join(root, n)
-                    for n in names
-                    if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
-                ]
+                for name in names:
+                    if name.startswith("."):
+                        continue
+                    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                        found.append(os.path.join(root, name))
+                    else:
+                        skipped += 1
             if not found:
                 errors.append({"file": path, "error": "folder holds no image files"})
             files += sorted(found)
@@ -224,18 +258,33 @@ def find_images(paths) -> tuple[list[str], list[dict]]:
             files.append(path)
         else:
             errors.append({"file": path, "error": "no such file or folder"})
+    if skipped:
+        logging.info(
+            "Skipped %d file(s) without an image extension in the folders; name them as "
+            "arguments to predict them anyway.",
+            skipped,
+        )
     return files, errors
 
 
-def _load(predictor, path):
-    """The preprocessed image of `path`, or the text of why it cannot be read."""
-    from imgcls.data import folder
+def default_batch_size(num_images: int) -> int:
+    """A batch for predicting num_images: a power of two up to PREDICT_BATCH_SIZE, so a few
+    images do not compile and run a padded batch of eval_batch_size (1,000 for ImageNet)."""
+    return min(PREDICT_BATCH_SIZE, 1 << max(0, num_images - 1).bit_length())
 
+
+def _load(predictor, path):
+    """The preprocessed image of `path`, or the text of why it cannot be read.
+
+    Local files have no pixel limit (a 100-megapixel photo is fine here); serve has one.
+    """
     try:
         with open(path, "rb") as f:
-            return predictor.preprocess(f.read())
-    except (NotAnImage, BrokenImage, folder.ImageTooLarge, OSError) as e:
+            return predictor.preprocess(f.read(), max_pixels=None)
+    except (NotAnImage, BrokenImage, OSError) as e:
         return str(e)
+    except Exception as e:  # noqa: BLE001  (whatever else fails on one file, the rest go on)
+        return f"could not be read ({type(e).__name__}: {e})"
 
 
 def predict_files(predictor, paths, top_k=DEFAULT_TOP_K) -> dict:
@@ -270,16 +319,21 @@ def predict_files(predictor, paths, top_k=DEFAULT_TOP_K) -> dict:
 
 
 def format_table(result) -> str:
-    """The console table: one line per image with its top-k classes and probabilities."""
+    """The console table: one line per image with its top-k classes and probabilities.
+
+    File names that are not UTF-8 are shown with backslash escapes."""
     rows = [
-        (p["file"], "  ".join(f"{t['class']} {t['probability']:.3f}" for t in p["top_k"]))
+        (
+            printable_path(p["file"]),
+            "  ".join(f"{t['class']} {t['probability']:.3f}" for t in p["top_k"]),
+        )
         for p in result["predictions"]
     ]
     width = max([len("file"), *(len(f) for f, _ in rows)])
     k = len(result["predictions"][0]["top_k"]) if rows else 0
     lines = [f"{'file':<{width}}  top-{k} (class probability)"] if rows else []
     lines += [f"{f:<{width}}  {text}" for f, text in rows]
-    lines += [f"error: {e['file']}: {e['error']}" for e in result["errors"]]
+    lines += [f"error: {printable_path(e['file'])}: {e['error']}" for e in result["errors"]]
     return "\n".join(lines)
 
 
@@ -303,7 +357,8 @@ def write_output(result, path) -> None:
     header = ["file"]
     for i in range(1, k + 1):
         header += [f"class_{i}", f"probability_{i}"]
-    with open(path, "w", newline="") as f:
+    # surrogateescape: file names that are not UTF-8 are written as their original bytes
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f)
         writer.writerow([*header, "error"])
         for p in result["predictions"]:
