@@ -1,13 +1,14 @@
 """Export a trained model out of its workdir: `main.py --mode=export --workdir=W --export_dir=E`.
 
-E/saved_model/1/       a TensorFlow SavedModel (jax2tf, native serialization) for TF Serving and
-                       `tf.saved_model.load`. Its `serving_default` signature takes encoded
-                       images (`image_bytes`: string [N], JPEG/PNG/GIF/BMP) and does the eval
-                       preprocessing inside; `predict_images` takes preprocessed uint8 images.
+E/saved_model/<step>/   a TensorFlow SavedModel (jax2tf, native serialization) for TF Serving
+                        and `tf.saved_model.load`; the checkpoint's step is TF Serving's
+                        version. Its `serving_default` signature takes encoded images
+                        (`image_bytes`: string [N], JPEG/PNG/GIF/BMP) and does the eval
+                        preprocessing inside; `predict_images` takes preprocessed uint8 images.
 E/jax/model.jax_export  a serialized `jax.export` of f(variables, uint8 images [N, H, W, C]) ->
 E/jax/variables.msgpack probabilities, and its weights (flax.serialization): JAX-only serving,
-                       see `load_jax_export`.
-E/model_info.json      class names, image shape and size, preprocessing, source checkpoint.
+                        see `load_jax_export`.
+E/model_info.json       class names, image shape and size, preprocessing, source checkpoint.
 
 Both artifacts are lowered for CPU, CUDA and TPU and take any batch size. The SavedModel keeps
 the weights as variables (not graph constants), so ResNet-50 stays far from protobuf limits.
@@ -25,7 +26,7 @@ from absl import logging
 EXPORT_FORMAT = "imgcls-export-1"
 PLATFORMS = ("cpu", "cuda", "tpu")
 INFO_FILE = "model_info.json"
-SAVED_MODEL_DIR = os.path.join("saved_model", "1")  # TF Serving: <model base path>/<version>/
+SAVED_MODEL_DIR = "saved_model"  # TF Serving's model base path: it holds <version>/
 JAX_EXPORT_FILE = os.path.join("jax", "model.jax_export")
 JAX_VARIABLES_FILE = os.path.join("jax", "variables.msgpack")
 
@@ -50,7 +51,7 @@ def _model_info(predictor, workdir):
             "to image_shape. The exported functions normalize with mean/std themselves."
         ),
         "platforms": list(PLATFORMS),
-        "saved_model": SAVED_MODEL_DIR,
+        "saved_model": os.path.join(SAVED_MODEL_DIR, str(predictor.step)),
         "saved_model_signatures": {
             "serving_default": "image_bytes: string [N] -> probabilities [N, K], class_names "
             "[N, K], top_class [N], top_probability [N]",
@@ -64,9 +65,9 @@ def _model_info(predictor, workdir):
 def export_model(workdir, export_dir, checkpoint=None) -> dict:
     """Writes the SavedModel, the jax.export artifact and model_info.json into `export_dir`.
 
-    The export is written next to `export_dir` first and moved into place when complete, so
-    a failed export never leaves a half-written model behind. An existing imgcls export in
-    `export_dir` is replaced; any other non-empty directory is an error.
+    The export is written next to `export_dir` (E.partial) and moved into place when complete,
+    so a failed export leaves neither a half-written model nor its staging folder. An existing
+    imgcls export in `export_dir` is replaced; any other non-empty directory is an error.
     """
     from imgcls import predict
 
@@ -80,15 +81,21 @@ def export_model(workdir, export_dir, checkpoint=None) -> dict:
     predictor = predict.Predictor(workdir, checkpoint, compile=False)
     info = _model_info(predictor, workdir)
     staging = export_dir.rstrip(os.sep) + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(os.path.join(staging, "jax"))
-    _write_jax_export(predictor, staging)
-    _write_saved_model(predictor, staging)
-    with open(os.path.join(staging, INFO_FILE), "w") as f:
-        json.dump(info, f, indent=2)
-    if os.path.exists(export_dir):
-        shutil.rmtree(export_dir)
-    os.replace(staging, export_dir)
+    replaced = export_dir.rstrip(os.sep) + ".replaced"
+    for leftover in (staging, replaced):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        os.makedirs(os.path.join(staging, "jax"))
+        _write_jax_export(predictor, staging)
+        _write_saved_model(predictor, os.path.join(staging, info["saved_model"]))
+        with open(os.path.join(staging, INFO_FILE), "w") as f:
+            json.dump(info, f, indent=2)
+        if os.path.exists(export_dir):  # two renames: E is without a model only in between
+            os.replace(export_dir, replaced)
+        os.replace(staging, export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
     logging.info(
         "Exported %s (%s checkpoint, step %d) to %s.",
         workdir,
@@ -97,7 +104,7 @@ def export_model(workdir, export_dir, checkpoint=None) -> dict:
         export_dir,
     )
     return {
-        "SavedModel": os.path.join(export_dir, SAVED_MODEL_DIR),
+        "SavedModel": os.path.join(export_dir, info["saved_model"]),
         "jax.export": os.path.join(export_dir, JAX_EXPORT_FILE),
         "model info": os.path.join(export_dir, INFO_FILE),
     }
@@ -143,6 +150,7 @@ def load_jax_export(export_dir):
 
 
 def _write_saved_model(predictor, directory):
+    """The SavedModel of `predictor` in `directory`; see the module docstring."""
     from jax.experimental import jax2tf
 
     from imgcls.data import preprocess
@@ -196,6 +204,6 @@ def _write_saved_model(predictor, directory):
     module.serving_default = serving_default
     tf.saved_model.save(
         module,
-        os.path.join(directory, SAVED_MODEL_DIR),
+        directory,
         signatures={"serving_default": serving_default, "predict_images": predict_images},
     )

@@ -13,7 +13,9 @@ from imgcls import export, predict
 SAVED_MODEL_SCRIPT = """
 import sys, numpy as np, tensorflow as tf
 export_dir, files, images, out = sys.argv[1:]
-model = tf.saved_model.load(f"{export_dir}/saved_model/1")
+import json
+info = json.load(open(f"{export_dir}/model_info.json"))
+model = tf.saved_model.load(f"{export_dir}/{info['saved_model']}")
 data = [open(f, "rb").read() for f in open(files).read().split("\\n")]
 served = model.signatures["serving_default"](image_bytes=tf.constant(data))
 direct = model.signatures["predict_images"](images=tf.constant(np.load(images)))
@@ -42,7 +44,7 @@ def exported(tiny_folder_workdir, tmp_path_factory):
         ["main.py", "--mode=export", f"--workdir={workdir}", f"--export_dir={export_dir}"]
     )
     assert proc.returncode == 0, proc.stderr
-    assert f"SavedModel: {export_dir}/saved_model/1" in proc.stdout
+    assert f"SavedModel: {export_dir}/saved_model/30" in proc.stdout  # the step is the version
     root = config.dataset.path
     files = sorted(
         os.path.join(root, c, f)
@@ -54,25 +56,22 @@ def exported(tiny_folder_workdir, tmp_path_factory):
     return str(export_dir), files, images, predictor, predictor.predict_images(images)
 
 
+def run_saved_model(export_dir, files, images, tmp_path):
+    """The SavedModel's outputs on `files` (serving_default) and `images` (predict_images),
+    loaded in a fresh process."""
+    (tmp_path / "files.txt").write_text("\n".join(map(str, files)))
+    np.save(tmp_path / "images.npy", images)
+    out = tmp_path / "out.npz"
+    args = [export_dir, str(tmp_path / "files.txt"), str(tmp_path / "images.npy"), str(out)]
+    proc = run_python(["-c", textwrap.dedent(SAVED_MODEL_SCRIPT), *args])
+    assert proc.returncode == 0, proc.stderr
+    return np.load(out)
+
+
 def test_saved_model_in_a_fresh_process_equals_jax(exported, tmp_path):
     export_dir, files, images, predictor, reference = exported
     assert {os.path.splitext(f)[1] for f in files} == {".jpg", ".png", ".bmp"}
-    (tmp_path / "files.txt").write_text("\n".join(files))
-    np.save(tmp_path / "images.npy", images)
-    out = tmp_path / "out.npz"
-    script = textwrap.dedent(SAVED_MODEL_SCRIPT)
-    proc = run_python(
-        [
-            "-c",
-            script,
-            export_dir,
-            str(tmp_path / "files.txt"),
-            str(tmp_path / "images.npy"),
-            str(out),
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr
-    served = np.load(out)
+    served = run_saved_model(export_dir, files, images, tmp_path)
     assert served["probabilities"].shape == (len(files), 3)
     np.testing.assert_allclose(served["probabilities"], reference, atol=1e-4)
     np.testing.assert_allclose(served["direct"], reference, atol=1e-4)
@@ -115,3 +114,29 @@ def test_model_info_and_re_export(exported, tiny_folder_workdir, tmp_path):
     assert os.path.exists(os.path.join(paths["SavedModel"], "saved_model.pb"))
     assert json.load(open(paths["model info"]))["checkpoint"] == "latest"
     assert not os.path.exists(export_dir + ".partial")
+
+
+def test_grayscale_saved_model_reads_png_gif_and_bmp(digits_config, tmp_path):
+    """A 1-channel model (digits): TF's GIF and BMP decoders make no grayscale, so the
+    SavedModel converts them from RGB; the digits' gray pixels come out exactly."""
+    from PIL import Image
+
+    from imgcls import train
+    from imgcls.data import digits
+
+    digits_config.num_train_steps = 30
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(digits_config, workdir)
+    export_dir = str(tmp_path / "export")
+    export.export_model(workdir, export_dir)
+    files = []
+    for index, image, _ in digits.digits_split("test")[:3]:
+        for ext, fmt in (("png", "PNG"), ("gif", "GIF"), ("bmp", "BMP")):
+            files.append(tmp_path / f"{index}.{ext}")
+            Image.fromarray(image[..., 0]).save(files[-1], format=fmt)
+    predictor = predict.Predictor(workdir, batch_size=8)
+    images = np.stack([predictor.preprocess(f.read_bytes()) for f in files])
+    for same_digit in images.reshape(3, 3, 8, 8, 1):  # PNG, GIF and BMP decode alike
+        assert (same_digit == same_digit[0]).all()
+    served = run_saved_model(export_dir, files, images, tmp_path)
+    np.testing.assert_allclose(served["probabilities"], predictor.predict_images(images), atol=1e-4)
