@@ -9,6 +9,7 @@ predicted at once.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import html
 import importlib.util
@@ -22,6 +23,8 @@ from imgcls import predict
 from imgcls.data import folder
 
 SERVE_BATCH_SIZE = 8  # images per compiled call when --batch_size is not given
+# Uploads decoded at once: each can take hundreds of MB (a 49-megapixel PNG: about 0.7 GB).
+MAX_DECODING = max(4, min(8, os.cpu_count() or 4))
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 FORM_OVERHEAD_BYTES = 16 * 2**10  # multipart boundaries and part headers around the file
 CHUNK_BYTES = 64 * 2**10
@@ -52,13 +55,16 @@ class _Batcher:
 
     def __init__(self, predictor, wait_s):
         self.predictor, self.wait_s = predictor, wait_s
-        self.queue = None
+        self.queue = self.model_thread = self.decoding_slots = None
         self.decoding = 0  # requests being decoded: they will join the queue soon
         self.requests = self.batches = self.largest_batch = 0
 
-    async def predict(self, image) -> np.ndarray:
+    def check_running(self):
         if self.queue is None:
             raise RuntimeError("the batch worker is not running (the app's lifespan did not run)")
+
+    async def predict(self, image) -> np.ndarray:
+        self.check_running()
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((image, future))
         return await future
@@ -87,7 +93,9 @@ class _Batcher:
                 continue
             try:
                 images = np.stack([x for x, _ in items])
-                probs = await asyncio.to_thread(self.predictor.predict_images, images)
+                probs = await loop.run_in_executor(
+                    self.model_thread, self.predictor.predict_images, images
+                )
             except Exception as e:  # every waiting request gets the error, the worker lives on
                 for _, f in items:
                     if not f.done():
@@ -152,6 +160,9 @@ def create_app(
         # Trace the preprocessing once now, not in the first requests (each would trace it).
         await asyncio.to_thread(predictor.preprocess, _blank_png(predictor.image_shape))
         batcher.queue = asyncio.Queue()
+        batcher.decoding_slots = asyncio.Semaphore(MAX_DECODING)
+        # The model's own thread: it never waits behind uploads being decoded.
+        batcher.model_thread = concurrent.futures.ThreadPoolExecutor(1, "imgcls-model")
         worker = asyncio.create_task(batcher.run())
         try:
             yield
@@ -159,7 +170,8 @@ def create_app(
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
-            batcher.queue = None
+            batcher.model_thread.shutdown(wait=True)
+            batcher.queue = batcher.model_thread = batcher.decoding_slots = None
 
     app = fastapi.FastAPI(title="imgcls", lifespan=lifespan)
 
@@ -205,9 +217,11 @@ def create_app(
     @app.post("/predict")
     async def predict_endpoint(request: Request):
         name, data = await read_upload(request)
+        batcher.check_running()
         batcher.decoding += 1
         try:  # decoding runs in a thread: PIL and TF release the GIL, the loop stays free
-            image = await asyncio.to_thread(predictor.preprocess, data, max_pixels)
+            async with batcher.decoding_slots:
+                image = await asyncio.to_thread(predictor.preprocess, data, max_pixels)
         except predict.NotAnImage as e:
             raise HTTPException(415, _message(name, e, "Upload an image file instead.")) from None
         except predict.BrokenImage as e:

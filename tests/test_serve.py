@@ -296,8 +296,28 @@ def test_missing_dependencies(predictor, monkeypatch):
 
 
 def test_batching(server_url, predictor, images):
-    compiled = predictor._compiled
+    """Concurrent requests share batches of the one function compiled at start-up: serving
+    lowers nothing to XLA (jax.monitoring sees every lowering in this process, persistent
+    compilation cache or not)."""
+    import jax
 
+    lowerings = []
+
+    def on_lowering(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowerings.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_lowering)
+    try:
+        _check_batching(server_url, predictor, images)
+        assert not lowerings
+        jax.jit(lambda x: x * 3.25 + 1.0)(np.arange(7.0))  # the listener does see a new one
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_lowering)
+    assert len(lowerings) == 1
+
+
+def _check_batching(server_url, predictor, images):
     async def predict_all():
         async with httpx.AsyncClient(base_url=server_url, timeout=60) as client:
             before = (await client.get("/healthz")).json()
@@ -321,7 +341,6 @@ def test_batching(server_url, predictor, images):
     assert requests == len(images)
     assert batches < requests and after["largest_batch"] > 1
     assert after["largest_batch"] <= predictor.batch_size
-    assert predictor._compiled is compiled  # one AOT-compiled function, never recompiled
 
 
 # In the page: drops a file (base64 data, name) on the drop zone, as a drag and drop would.
