@@ -302,7 +302,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     info = data.get_dataset_info(config)
     mesh = parallel.create_mesh()
     _check_config(config, info, mesh)
-    workdir_files.save(config, workdir, info)
 
     steps_per_epoch = data.steps_per_epoch(config, info)
     eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
@@ -318,6 +317,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             logging.info("config.init_from=%r is ignored: resuming.", config.init_from)
     elif config.init_from:
         state, _ = warm_start.warm_start(config, state, workdir)
+    # Only now: a resume that fails (another model's checkpoints) keeps the files that describe
+    # the checkpoints, which eval, predict, export and serve read.
+    workdir_files.save(config, workdir, info)
     start_step = int(state.step)
     # config.freeze_backbone: from this step on, the model's BatchNorm trains again.
     unfreeze = optim.unfreeze_step(config, steps_per_epoch)

@@ -90,6 +90,19 @@ def test_checkpoint_roundtrip_is_identical(digits_run, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_failed_resume_keeps_the_workdir_description(digits_run):
+    """Resuming W with another model fails, and W/config.json and W/dataset_info.json (which
+    eval, predict, export and serve rebuild the model from) still describe its checkpoints."""
+    config, workdir, _ = digits_run
+    files = [os.path.join(workdir, name) for name in ("config.json", "dataset_info.json")]
+    before = [open(f).read() for f in files]
+    other = config.copy_and_resolve_references()
+    other.model.dense_features = 32
+    with pytest.raises(ValueError, match="does not match the model"):
+        train.train_and_evaluate(other, workdir)
+    assert [open(f).read() for f in files] == before
+
+
 def test_restore_into_other_model_is_a_clear_error(digits_run):
     config, workdir, _ = digits_run
     other = config.copy_and_resolve_references()
