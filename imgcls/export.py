@@ -92,7 +92,12 @@ def export_model(workdir, export_dir, checkpoint=None) -> dict:
             json.dump(info, f, indent=2)
         if os.path.exists(export_dir):  # two renames: E is without a model only in between
             os.replace(export_dir, replaced)
-        os.replace(staging, export_dir)
+        try:
+            os.replace(staging, export_dir)
+        except OSError:
+            if os.path.exists(replaced):  # put the earlier export back
+                os.replace(replaced, export_dir)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)
