@@ -158,9 +158,10 @@ def _predict(paths):
         raise app.UsageError("--mode=predict needs image files or folders: ... a.jpg photos/")
     if FLAGS.output:
         predict.check_output_path(FLAGS.output)  # before the work, not after
-    batch_size = FLAGS.batch_size or predict.default_batch_size(len(predict.find_images(paths)[0]))
+    files, errors = predict.find_images(paths)
+    batch_size = FLAGS.batch_size or predict.default_batch_size(len(files))
     predictor = predict.Predictor(FLAGS.workdir, FLAGS.checkpoint, batch_size)
-    result = predict.predict_files(predictor, paths, FLAGS.top_k)
+    result = predict.predict_found(predictor, files, errors, FLAGS.top_k)
     print(predict.format_table(result))
     if FLAGS.output:
         predict.write_output(result, FLAGS.output)

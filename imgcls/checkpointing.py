@@ -66,7 +66,7 @@ class Checkpointer:
                 f"No checkpoint for step {step} in {self.directory}; "
                 f"saved steps: {self.all_steps()}."
             )
-        mismatches = self._model_mismatches(step, state)
+        mismatches = self.model_mismatches(step, state)
         if mismatches:
             raise ValueError(
                 f"Checkpoint step {step} in {self.directory} does not match the model of this "
@@ -101,7 +101,7 @@ class Checkpointer:
             for key in ("params", "batch_stats")
         }
 
-    def _model_mismatches(self, step: int, state) -> list[str]:
+    def model_mismatches(self, step: int, state) -> list[str]:
         """Parameters and BatchNorm statistics missing, unexpected or of another shape."""
 
         def shapes(tree):

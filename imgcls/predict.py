@@ -122,7 +122,7 @@ class Predictor:
         template = types.SimpleNamespace(
             params=shapes["params"], batch_stats=shapes.get("batch_stats", {})
         )
-        problems = ckpt._model_mismatches(self.step, template)
+        problems = ckpt.model_mismatches(self.step, template)
         if problems:
             raise ValueError(
                 f"Checkpoint step {self.step} of {self.workdir} does not match the model of its "
@@ -293,7 +293,12 @@ def predict_files(predictor, paths, top_k=DEFAULT_TOP_K) -> dict:
     Returns {'workdir', 'checkpoint', 'step', 'predictions': [{'file', 'top_k'}], 'errors':
     [{'file', 'error'}]}, predictions in file order.
     """
-    files, errors = find_images(paths)
+    return predict_found(predictor, *find_images(paths), top_k=top_k)
+
+
+def predict_found(predictor, files, errors, top_k=DEFAULT_TOP_K) -> dict:
+    """predict_files of find_images' (files, errors), for callers that walked the paths."""
+    errors = list(errors)
     predictions = []
     with concurrent.futures.ThreadPoolExecutor(PREPROCESS_THREADS) as pool:
         for start in range(0, len(files), predictor.batch_size):

@@ -123,3 +123,17 @@ def tiny_folder_workdir(tmp_path_factory, data_dir):
     workdir = str(tmp_path_factory.mktemp("tiny_folder_run"))
     train.train_and_evaluate(config, workdir)
     return workdir, config
+
+
+def erased_fraction(out, image):
+    """Area fraction of the pixels of `out` that differ from `image`, checked to form one
+    rectangle (random erasing, in the TF and the JAX augmentation tests)."""
+    import numpy as np
+
+    changed = np.any(out != image, axis=-1)
+    if not changed.any():
+        return 0.0
+    rows, cols = np.nonzero(changed)
+    box = changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    assert box.all(), "the erased region is not a rectangle"
+    return box.size / changed.size

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import erased_fraction
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -202,20 +203,9 @@ def test_hue_rotates_hue_within_bound():
     assert min(shifts) < -0.02 and max(shifts) > 0.02
 
 
-def erased_box(out, image):
-    """The changed pixels, checked to form one rectangle; returns its area fraction."""
-    changed = np.any(out != image, axis=-1)
-    if not changed.any():
-        return 0.0
-    rows, cols = np.nonzero(changed)
-    box = changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    assert box.all(), "the erased region is not a rectangle"
-    return box.size / changed.size
-
-
 def test_erasing_always_erases_a_rectangle():
     image = np.full((32, 32, 3), 100, np.uint8)
-    fractions = [erased_box(out, image) for out in runs(image, make_aug(erasing=1.0))]
+    fractions = [erased_fraction(out, image) for out in runs(image, make_aug(erasing=1.0))]
     assert 0.01 <= min(fractions) and max(fractions) <= 0.27
     assert len(set(fractions)) > 1
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import erased_fraction
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -80,17 +81,6 @@ def test_random_flip_mirrors_or_keeps(horizontal, axis):
     kept = [np.array_equal(out[i], images[i]) for i in range(BATCH)]
     assert all(f or k for f, k in zip(flipped, kept, strict=True))
     assert any(flipped) and any(kept)
-
-
-def erased_fraction(out, image):
-    """Area fraction of the changed pixels, checked to form one rectangle."""
-    changed = np.any(out != image, axis=-1)
-    if not changed.any():
-        return 0.0
-    rows, cols = np.nonzero(changed)
-    box = changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    assert box.all(), "the erased region is not a rectangle"
-    return box.size / changed.size
 
 
 def test_random_erasing_erases_rectangles_with_probability():
