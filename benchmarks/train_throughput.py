@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from imgcls import models, optim, parallel, train  # noqa: E402
+from imgcls import models, optim, parallel, state, train  # noqa: E402
 
 # name: (model config, input shape, classes, CPU batch, accelerator batch)
 CASES = {
@@ -46,7 +46,7 @@ def benchmark(case: str, batch_size: int, steps: int, half_precision: bool) -> d
     parallel.check_batch_size(batch_size, mesh)
     model = models.create_model(config.model, num_classes, half_precision)
     tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 100, 10_000))
-    state = train.create_train_state(0, model, shape, tx, mesh)
+    state = state.create_train_state(0, model, shape, tx, mesh)
     p_train, _ = train.make_steps(config, num_classes, mesh)
     rng = np.random.default_rng(0)
     batch = parallel.global_batch(

@@ -1,7 +1,8 @@
 """Orbax checkpoints under `W/checkpoints`: the latest N plus the best by eval accuracy.
 
 Orbax writes each step into a temporary folder and renames it when complete, so an
-interrupted save never leaves a half-written checkpoint behind to resume from.
+interrupted save never leaves a half-written checkpoint behind to resume from. Every mode finds
+its checkpoint here: `Checkpointer.of_workdir(W).resolve('best' | 'latest' | N)`.
 """
 
 import os
@@ -12,6 +13,13 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 BEST_METRIC = "eval_accuracy"
+DIRECTORY = "checkpoints"  # W/checkpoints
+CHOICES = "'latest', 'best' or a step number"
+
+
+def _sentence(context: str, text: str) -> str:
+    """`text` as a message of its own, or after "context: " (e.g. "config.init_from='W'")."""
+    return f"{context}: {text[0].lower()}{text[1:]}" if context else text
 
 
 class Checkpointer:
@@ -38,6 +46,67 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
+
+    @classmethod
+    def of_workdir(cls, workdir: str, context: str = "", advice: str = "") -> "Checkpointer":
+        """A read-only Checkpointer of W/checkpoints; FileNotFoundError when W has none.
+
+        `context` starts the error message, `advice` replaces its closing advice.
+        """
+        directory = os.path.join(workdir, DIRECTORY)
+        if not os.path.isdir(directory):
+            advice = advice or (
+                "Train first (python main.py --config=... --workdir=W), or give the workdir of "
+                "a trained run."
+            )
+            raise FileNotFoundError(
+                _sentence(context, f"No checkpoints in {workdir}: {directory} does not exist. ")
+                + advice
+            )
+        return cls(directory, read_only=True)
+
+    def resolve(self, checkpoint: str | int | None = None, context: str = "") -> tuple[int, str]:
+        """(step, name) of `checkpoint`: 'latest', 'best' or a step number; None (or '') means
+        'best' when a checkpoint was evaluated, else 'latest'. `context` starts error messages.
+        """
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(
+                _sentence(
+                    context,
+                    f"No checkpoints in {self.directory}: train first (python main.py "
+                    "--config=... --workdir=W), or give the workdir of a trained run.",
+                )
+            )
+        checkpoint = "" if checkpoint is None else str(checkpoint)
+        if not checkpoint:
+            checkpoint = "latest" if self.best_step() is None else "best"
+        if checkpoint == "latest":
+            return self.latest_step(), checkpoint
+        if checkpoint == "best":
+            if self.best_step() is None:
+                raise ValueError(
+                    _sentence(
+                        context,
+                        f"No checkpoint in {self.directory} has eval metrics yet, so none is "
+                        "'best'; use 'latest' or a step number.",
+                    )
+                )
+            return self.best_step(), checkpoint
+        try:
+            step = int(checkpoint)
+        except ValueError:
+            raise ValueError(
+                _sentence(context, f"Checkpoint {checkpoint!r}: use {CHOICES}.")
+            ) from None
+        if step not in steps:
+            raise FileNotFoundError(
+                _sentence(
+                    context,
+                    f"No checkpoint for step {step} in {self.directory}; saved steps: {steps}.",
+                )
+            )
+        return step, checkpoint
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -66,13 +135,7 @@ class Checkpointer:
                 f"No checkpoint for step {step} in {self.directory}; "
                 f"saved steps: {self.all_steps()}."
             )
-        mismatches = self.model_mismatches(step, state)
-        if mismatches:
-            raise ValueError(
-                f"Checkpoint step {step} in {self.directory} does not match the model of this "
-                f"config ({'; '.join(mismatches[:5])}). Use the config the checkpoint was "
-                f"trained with (W/config.json), or a fresh --workdir."
-            )
+        self.check_model(step, {"params": state.params, "batch_stats": state.batch_stats})
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         try:
             return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -101,7 +164,18 @@ class Checkpointer:
             for key in ("params", "batch_stats")
         }
 
-    def model_mismatches(self, step: int, state) -> list[str]:
+    def check_model(self, step: int, variables: dict) -> None:
+        """ValueError naming the differences when checkpoint `step` holds another model than
+        `variables` ({'params', 'batch_stats'} of arrays or shape structs)."""
+        mismatches = self.model_mismatches(step, variables)
+        if mismatches:
+            raise ValueError(
+                f"Checkpoint step {step} in {self.directory} does not match the model of this "
+                f"config ({'; '.join(mismatches[:5])}). Use the config the checkpoint was "
+                "trained with (W/config.json), or a fresh --workdir."
+            )
+
+    def model_mismatches(self, step: int, variables: dict) -> list[str]:
         """Parameters and BatchNorm statistics missing, unexpected or of another shape."""
 
         def shapes(tree):
@@ -113,7 +187,7 @@ class Checkpointer:
             }
 
         saved = shapes(self.manager.item_metadata(step))
-        wanted = shapes({"params": state.params, "batch_stats": state.batch_stats})
+        wanted = shapes({k: variables[k] for k in ("params", "batch_stats")})
         problems = [f"{k} missing from the checkpoint" for k in wanted if k not in saved]
         problems += [f"{k} not in this model" for k in saved if k not in wanted]
         problems += [

@@ -1,14 +1,19 @@
-"""Checkpoint-based evaluation: metrics, predictions, figures and a report per (split, step).
+"""Evaluation: the eval step, evaluation during training, and checkpoint reports.
 
-`evaluate_checkpoint(W)` needs nothing but the workdir: the config comes from `W/config.json`,
-the weights from `W/checkpoints`. Metrics (including the confusion matrix that precision,
-recall and F1 derive from) are merged on device as CLU metrics; logits reach the host only to
-be saved in `predictions.npz` and to pick the examples that the figures show.
+The eval step runs the model on one batch shard and merges masked CLU metrics over the `data`
+axis; training calls `evaluate_batches` on its validation split. `evaluate_checkpoint(W)` needs
+nothing but the workdir: the config comes from `W/config.json`, the variables from
+`W/checkpoints` (restored alone, without an optimizer). It writes a report per (split, step):
+metrics (including the confusion matrix that precision, recall and F1 derive from, merged on
+device), predictions, figures. Logits reach the host only to be saved in `predictions.npz` and
+to pick the examples that the figures show.
 """
 
+import functools
 import json
 import os
 import re
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -16,14 +21,64 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from imgcls import checkpointing, models, parallel, report, train
+from imgcls import cam, data, losses, parallel, report, state
 from imgcls import metrics as metrics_lib
 from imgcls import workdir as workdir_files
-from imgcls.data.normalize import normalize
+from imgcls.data.normalize import mean_std, normalize
 
+AXIS = parallel.AXIS
 GRID_EXAMPLES = 16  # correct and wrong examples shown in predictions.png (each)
 CAM_EXAMPLES = 4  # correct and wrong examples explained in cam.png (each)
 COUNT_LABELS_MAX_EXAMPLES = 300_000  # larger splits are left out of class_distribution.png
+# What an eval batch sends to the devices; its 'index' (position in the split) stays on the host.
+EVAL_DEVICE_KEYS = ("image", "label", "mask")
+
+
+def eval_step(variables, batch, *, apply_fn, mean, std, metrics_cls):
+    """Logits and masked metrics of one eval batch shard (padding examples have mask False)."""
+    logits = apply_fn(variables, normalize(batch["image"], mean, std), train=False)
+    batch_metrics = metrics_cls.gather_from_model_output(
+        axis_name=AXIS,
+        loss=losses.cross_entropy(logits, batch["label"]),
+        logits=logits,
+        labels=batch["label"],
+        mask=batch["mask"],
+    )
+    return batch_metrics, logits
+
+
+def make_eval_step(config, num_classes: int, mesh, metrics_cls=None):
+    """The data-parallel eval step f(variables, global batch) -> (merged metrics, logits
+    sharded on 'data'), for config's model in inference mode. metrics_cls defaults to the
+    training collection (loss, accuracy, top-5)."""
+    mean, std = mean_std(config)
+    return parallel.data_parallel(
+        functools.partial(
+            eval_step,
+            apply_fn=state.create_model(config, num_classes).apply,
+            mean=mean,
+            std=std,
+            metrics_cls=metrics_cls or metrics_lib.metrics_collection(num_classes),
+        ),
+        mesh,
+        in_specs=(P(), P(AXIS)),
+        out_specs=(P(), P(AXIS)),
+    )
+
+
+def run_eval_step(p_eval, variables, local_batch, mesh):
+    """Runs the eval step on one host-local eval batch from the input pipeline."""
+    device_batch = {k: local_batch[k] for k in EVAL_DEVICE_KEYS}
+    return p_eval(variables, parallel.global_batch(mesh, device_batch))
+
+
+def evaluate_batches(p_eval, variables, batches, mesh):
+    """Merges the metrics of every eval batch; exact because padding is masked."""
+    total = None
+    for local_batch in batches:
+        batch_metrics, _ = run_eval_step(p_eval, variables, local_batch, mesh)
+        total = batch_metrics if total is None else total.merge(batch_metrics)
+    return total
 
 
 def report_dir(workdir: str, split: str, step: int) -> str:
@@ -31,52 +86,30 @@ def report_dir(workdir: str, split: str, step: int) -> str:
     return os.path.join(workdir, "eval", f"{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}_{step}")
 
 
-def resolve_step(ckpt: checkpointing.Checkpointer, checkpoint: str) -> int:
-    """The step that `checkpoint` ('latest', 'best' or a step number) names."""
-    steps = ckpt.all_steps()
-    if not steps:
-        raise FileNotFoundError(
-            f"No checkpoints in {ckpt.directory}: train first "
-            "(python main.py --config=... --workdir=W), or pass the workdir of a trained run."
-        )
-    if checkpoint == "latest":
-        return ckpt.latest_step()
-    if checkpoint == "best":
-        best = ckpt.best_step()
-        if best is None:
-            raise ValueError(
-                f"No checkpoint in {ckpt.directory} has eval metrics yet, so none is 'best'; "
-                "use --checkpoint=latest or a step number."
-            )
-        return best
-    try:
-        step = int(checkpoint)
-    except ValueError:
-        raise ValueError(
-            f"--checkpoint={checkpoint!r}: use 'latest', 'best' or a step number."
-        ) from None
-    if step not in steps:
-        raise FileNotFoundError(
-            f"No checkpoint for step {step} in {ckpt.directory}; saved steps: {steps}."
-        )
-    return step
-
-
 def evaluate_checkpoint(workdir: str, checkpoint: str = "latest", split: str | None = None):
-    """Evaluates a saved checkpoint of `workdir` on `split` (default: the config's eval split)."""
+    """Evaluates a saved checkpoint of `workdir` on `split` (default: the config's eval split).
+
+    `checkpoint` is 'latest', 'best' or a step number.
+    """
     config = workdir_files.load_config(workdir)
     if split:
         config.dataset.eval_split = split
-    info = train.prepare_dataset(config)
+    info = state.prepare_dataset(config)
     mesh = parallel.create_mesh()
-    state, _, _ = train.initial_state(config, info, mesh)
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"No checkpoints in {directory}: is {workdir} a trained workdir?")
-    with checkpointing.Checkpointer(directory, read_only=True) as ckpt:
-        step = resolve_step(ckpt, checkpoint)
-        state = ckpt.restore(state, step)
-    return evaluate_state(config, workdir, state, info, mesh, checkpoint)
+    model = state.create_model(config, info.num_classes)
+    variables, step, name = state.restore_variables(workdir, model, info.image_shape, checkpoint)
+    variables = parallel.replicate(variables, mesh)
+    return evaluate_variables(config, workdir, variables, step, info, mesh, name)
+
+
+class Example(NamedTuple):
+    """One evaluated example kept for the figures."""
+
+    confidence: float  # the predicted class's probability
+    index: int  # position in the split
+    image: np.ndarray
+    label: int
+    predicted: int
 
 
 class _Examples:
@@ -84,28 +117,28 @@ class _Examples:
 
     def __init__(self, size: int):
         self.size = size
-        self.correct: list[tuple] = []
-        self.wrong: list[tuple] = []
+        self.correct: list[Example] = []
+        self.wrong: list[Example] = []
 
     def add(self, images, labels, probs, indices):
         predicted = probs.argmax(-1)
         for image, label, p, pred, index in zip(
             images, labels, probs, predicted, indices, strict=True
         ):
-            item = (float(p[pred]), int(index), image, int(label), int(pred))
+            item = Example(float(p[pred]), int(index), image, int(label), int(pred))
             if pred == label and len(self.correct) < self.size:
                 self.correct.append(item)
             elif pred != label:
                 self.wrong.append(item)
-        self.wrong = sorted(self.wrong, key=lambda t: (-t[0], t[1]))[: self.size]
+        self.wrong = sorted(self.wrong, key=lambda e: (-e.confidence, e.index))[: self.size]
 
     @staticmethod
     def as_arrays(items, image_shape):
         return {
-            "images": np.stack([t[2] for t in items]) if items else np.zeros((0, *image_shape)),
-            "true_labels": np.array([t[3] for t in items], np.int64),
-            "predicted_labels": np.array([t[4] for t in items], np.int64),
-            "confidences": np.array([t[0] for t in items], np.float32),
+            "images": np.stack([e.image for e in items]) if items else np.zeros((0, *image_shape)),
+            "true_labels": np.array([e.label for e in items], np.int64),
+            "predicted_labels": np.array([e.predicted for e in items], np.int64),
+            "confidences": np.array([e.confidence for e in items], np.float32),
         }
 
 
@@ -114,18 +147,16 @@ def _softmax(logits):
     return shifted / shifted.sum(-1, keepdims=True)
 
 
-def predict(config, info, state, mesh):
+def _eval_pass(config, info, variables, mesh):
     """One pass over the eval split: merged metrics, all predictions, and example images."""
-    from imgcls import data
-
-    p_eval = train.make_eval_step(config, metrics_lib.report_collection(info.num_classes), mesh)
+    p_eval = make_eval_step(
+        config, info.num_classes, mesh, metrics_lib.report_collection(info.num_classes)
+    )
     total, local, examples = None, [], _Examples(GRID_EXAMPLES)
     for batch in data.create_eval_iterator(config, info):
-        batch_metrics, logits = train.run_eval_step(p_eval, state, batch, mesh)
+        batch_metrics, logits = run_eval_step(p_eval, variables, batch, mesh)
         total = batch_metrics if total is None else total.merge(batch_metrics)
-        logits = np.asarray(
-            multihost_utils.global_array_to_host_local_array(logits, mesh, P(parallel.AXIS))
-        )
+        logits = np.asarray(multihost_utils.global_array_to_host_local_array(logits, mesh, P(AXIS)))
         mask = batch["mask"]
         local.append((logits, batch["label"], batch["index"], mask))
         examples.add(
@@ -146,35 +177,28 @@ def predict(config, info, state, mesh):
     return total.compute(), predictions, examples
 
 
-def _grad_cam_figure(config, info, state, examples, path):
+def _grad_cam_figure(config, info, variables, examples, path):
     """Grad-CAM of the predicted class for a few correct and wrong examples."""
-    from imgcls import cam
-
     chosen = examples.correct[:CAM_EXAMPLES] + examples.wrong[:CAM_EXAMPLES]
     if not chosen:
         return False
-    images = np.stack([t[2] for t in chosen])
-    model = models.create_model(config.model, info.num_classes, config.half_precision)
-    variables = {
-        "params": jax.tree.map(np.asarray, state.params),
-        "batch_stats": jax.tree.map(np.asarray, state.batch_stats),
-    }
-    inputs = np.asarray(normalize(images, tuple(config.dataset.mean), tuple(config.dataset.std)))
-    predicted = np.array([t[4] for t in chosen])
+    images = np.stack([e.image for e in chosen])
+    model = state.create_model(config, info.num_classes)
+    variables = jax.tree.map(np.asarray, variables)
+    inputs = np.asarray(normalize(images, *mean_std(config)))
+    predicted = np.array([e.predicted for e in chosen])
     cams = cam.grad_cam(model, variables, inputs, predicted)
     names = info.class_names
     titles = [
-        f"{'correct' if t[3] == t[4] else 'wrong'}: true {names[t[3]]}, "
-        f"pred {names[t[4]]} ({t[0]:.2f})"
-        for t in chosen
+        f"{'correct' if e.label == e.predicted else 'wrong'}: true {names[e.label]}, "
+        f"pred {names[e.predicted]} ({e.confidence:.2f})"
+        for e in chosen
     ]
     report.plot_cam(images, cams, titles, path)
     return True
 
 
 def _class_counts(config, info, eval_counts):
-    from imgcls import data
-
     counts = {}
     train_split = config.dataset.train_split
     if train_split != config.dataset.eval_split:
@@ -201,22 +225,22 @@ def summarize(computed: dict, class_names) -> dict:
     }
 
 
-def evaluate_state(config, workdir, state, info, mesh, checkpoint: str = "latest") -> dict:
-    """Evaluates `state` on config.dataset.eval_split and writes the report (process 0)."""
-    step = int(state.step)
+def evaluate_variables(config, workdir, variables, step, info, mesh, checkpoint="latest") -> dict:
+    """Evaluates the model's `variables` (of training step `step`) on config.dataset.eval_split
+    and writes the report (process 0); returns metrics.json's contents plus 'report_dir'."""
     split = config.dataset.eval_split
-    computed, predictions, examples = predict(config, info, state, mesh)
+    computed, predictions, examples = _eval_pass(config, info, variables, mesh)
     results = {
         "workdir": os.path.abspath(workdir),
         "split": split,
-        "step": step,
+        "step": int(step),
         "checkpoint": checkpoint,
         **summarize(computed, info.class_names),
     }
     out = report_dir(workdir, split, step)
     results["report_dir"] = out
     if jax.process_index() == 0:
-        _write_report(config, workdir, info, state, out, results, predictions, examples)
+        _write_report(config, workdir, info, variables, out, results, predictions, examples)
     logging.info(
         "Evaluation of step %d on %s: accuracy %.4f, loss %.4f; report in %s",
         step,
@@ -228,7 +252,17 @@ def evaluate_state(config, workdir, state, info, mesh, checkpoint: str = "latest
     return results
 
 
-def _write_report(config, workdir, info, state, out, results, predictions, examples):
+def format_result(result: dict) -> str:
+    """The console summary of evaluate_checkpoint's result."""
+    return (
+        f"{result['split']} at step {result['step']} ({result['checkpoint']} checkpoint): "
+        f"accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}  "
+        f"macro F1 {result['macro_avg']['f1']:.4f}\n"
+        f"Report: {os.path.join(result['report_dir'], 'report.md')}"
+    )
+
+
+def _write_report(config, workdir, info, variables, out, results, predictions, examples):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(results, f, indent=2)
@@ -240,10 +274,8 @@ def _write_report(config, workdir, info, state, out, results, predictions, examp
     confusion = np.array(results["confusion_matrix"]["matrix"])
     report.plot_confusion_matrix(confusion, names, os.path.join(out, "confusion_matrix.png"))
     figures["Confusion matrix (counts and row-normalised)"] = "confusion_matrix.png"
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+    rows = workdir_files.read_metrics(workdir)
+    if rows:
         report.plot_learning_curves(rows, os.path.join(out, "learning_curves.png"))
         figures["Learning curves"] = "learning_curves.png"
     shape = info.image_shape
@@ -257,6 +289,6 @@ def _write_report(config, workdir, info, state, out, results, predictions, examp
     counts = _class_counts(config, info, confusion.sum(1))
     report.plot_class_distribution(counts, names, os.path.join(out, "class_distribution.png"))
     figures["Examples per class"] = "class_distribution.png"
-    if _grad_cam_figure(config, info, state, examples, os.path.join(out, "cam.png")):
+    if _grad_cam_figure(config, info, variables, examples, os.path.join(out, "cam.png")):
         figures["Grad-CAM of the predicted class"] = "cam.png"
     report.write_report_md(os.path.join(out, "report.md"), results, figures)

@@ -22,6 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from flax import serialization
+
+from imgcls import predict
 
 EXPORT_FORMAT = "imgcls-export-1"
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -69,8 +72,8 @@ def export_model(workdir, export_dir, checkpoint=None) -> dict:
     so a failed export leaves neither a half-written model nor its staging folder. An existing
     imgcls export in `export_dir` is replaced; any other non-empty directory is an error.
     """
-    from imgcls import predict
-
+    if not export_dir:
+        raise ValueError("--mode=export needs --export_dir=E, the directory to write.")
     export_dir = os.path.abspath(export_dir)
     if os.path.isdir(export_dir) and os.listdir(export_dir):
         if not os.path.exists(os.path.join(export_dir, INFO_FILE)):
@@ -121,8 +124,6 @@ def _images_spec(image_shape):
 
 
 def _write_jax_export(predictor, directory):
-    from flax import serialization
-
     exported = jax.export.export(jax.jit(predictor.probabilities_fn), platforms=PLATFORMS)(
         jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), predictor.variables),
         _images_spec(predictor.image_shape),
@@ -139,8 +140,6 @@ def load_jax_export(export_dir):
     Needs JAX and Flax only (no TensorFlow, no imgcls model code). The images must already be
     preprocessed as model_info['preprocessing'] says.
     """
-    from flax import serialization
-
     with open(os.path.join(export_dir, INFO_FILE)) as f:
         info = json.load(f)
     with open(os.path.join(export_dir, info["jax_export"]), "rb") as f:
@@ -156,6 +155,7 @@ def load_jax_export(export_dir):
 
 def _write_saved_model(predictor, directory):
     """The SavedModel of `predictor` in `directory`; see the module docstring."""
+    # Here, not at the top: TensorFlow, which load_jax_export's users need not have.
     from jax.experimental import jax2tf
 
     from imgcls.data import preprocess
@@ -212,3 +212,8 @@ def _write_saved_model(predictor, directory):
         directory,
         signatures={"serving_default": serving_default, "predict_images": predict_images},
     )
+
+
+def format_summary(paths: dict) -> str:
+    """The console summary of export_model's result: what was written where."""
+    return "\n".join(f"{what}: {path}" for what, path in paths.items())

@@ -9,11 +9,14 @@ import functools
 import json
 import os
 
+import jax
 import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
-from imgcls import report
+from imgcls import data, report
+from imgcls.data import jax_augment, preprocess, sources
+from imgcls.data._tf import AUTOTUNE, tf
 
 IMBALANCE_WARNING_RATIO = 3.0  # warn when the largest class has this many times the smallest
 SIZE_SAMPLE = 1000  # images decoded per split for the image-size statistics
@@ -29,23 +32,15 @@ def _splits(config):
     return {role: split for role, split in names.items() if split}
 
 
-def image_size_stats(config, split):
+def image_size_stats(source, split):
     """min / median / max height and width of a split's decoded images (before resizing).
 
-    Image folders record every image's size when prepared; other datasets are sampled
-    (up to SIZE_SAMPLE images).
+    As the source recorded them (an image folder records every image's size when prepared),
+    else sampled (up to SIZE_SAMPLE images).
     """
-    from imgcls.data import sources
-    from imgcls.data._tf import AUTOTUNE
-
-    if config.dataset.name == "folder":
-        from imgcls.data import folder
-
-        recorded = folder.read_metadata(config)["splits"].get(split)
-        if recorded:
-            return {"sampled": recorded["examples"], **recorded["image_size"]}
-
-    source = sources.get_source(config)
+    recorded = source.recorded_image_sizes(split)
+    if recorded:
+        return recorded
     ds = source.read(split, 0, 1).take(SIZE_SAMPLE).map(source.decode, AUTOTUNE)
     shapes = np.array([ex["image"].shape[:2] for ex in ds.as_numpy_iterator()])
     stats = {"sampled": int(len(shapes))}
@@ -78,8 +73,6 @@ def imbalance(counts, class_names):
 
 def _class_samples(config, info, split):
     """Up to SAMPLES_PER_CLASS eval-preprocessed images of each of the first classes."""
-    from imgcls import data
-
     wanted = min(info.num_classes, MAX_SAMPLE_CLASSES)
     samples = {c: [] for c in range(wanted)}
     seen = 0
@@ -116,11 +109,6 @@ def plot_image_rows(rows, path, title):
 
 def augmented_copies(config, info, image, label):
     """AUGMENTED_COPIES training augmentations of one decoded image (as training applies them)."""
-    import jax
-
-    from imgcls.data import jax_augment, preprocess
-    from imgcls.data._tf import tf
-
     if config.dataset.pipeline == "device":
         example = {"image": tf.constant(image), "label": tf.constant(label)}
         resized = preprocess.preprocess_eval(example, config, info.image_shape)["image"].numpy()
@@ -137,12 +125,10 @@ def augmented_copies(config, info, image, label):
 
 def inspect_dataset(config, workdir):
     """Writes W/inspect/ and returns its summary (also saved as inspect.json)."""
-    from imgcls import data
-    from imgcls.data import sources
-
     info = data.get_dataset_info(config)
     config = data.resolve_splits(config, info)
     info = data.get_dataset_info(config)
+    source = sources.get_source(config)
     out = os.path.join(workdir, "inspect")
     os.makedirs(out, exist_ok=True)
     names = list(info.class_names)
@@ -155,19 +141,10 @@ def inspect_dataset(config, workdir):
         "image_shape_after_preprocessing": list(info.image_shape),
         "splits": {r: {"split": s, "examples": info.split_sizes[s]} for r, s in splits.items()},
         "class_counts": {s: c.tolist() for s, c in counts.items()},
-        "image_sizes": {s: image_size_stats(config, s) for s in counts},
-        "warnings": [],
+        "image_sizes": {s: image_size_stats(source, s) for s in counts},
     }
-    if config.dataset.name == "folder":
-        from imgcls.data import folder
-
-        metadata = folder.read_metadata(config)
-        summary["folder"] = {k: metadata[k] for k in ("source", "layout", "data_dir")}
-        if metadata.get("num_skipped"):
-            first = ", ".join(s["file"] for s in metadata["skipped"][:5])
-            summary["warnings"].append(
-                f"{metadata['num_skipped']} unreadable file(s) skipped at preparation: {first}"
-            )
+    facts, summary["warnings"] = source.describe()
+    summary.update(facts)
     ratio, warning = imbalance(counts[config.dataset.train_split], names)
     summary["train_imbalance_ratio"] = ratio
     if warning:
@@ -179,7 +156,6 @@ def inspect_dataset(config, workdir):
     rows = [(names[c], images) for c, images in samples.items()]
     plot_image_rows(rows, os.path.join(out, "samples.png"), f"{info.name}: samples per class")
 
-    source = sources.get_source(config)
     raw = next(iter(source.read(config.dataset.train_split, 0, 1).take(1)))
     example = source.decode(raw)
     image, label = example["image"].numpy(), int(example["label"])
@@ -234,3 +210,24 @@ def _write_markdown(path, summary):
     lines += [""] + [f"![{f}]({f})" for f in summary["figures"]] + [""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+def format_summary(summary: dict) -> str:
+    """The console summary of inspect_dataset's result."""
+    lines = [f"Dataset {summary['dataset']}: {summary['num_classes']} classes"]
+    for role, split in summary["splits"].items():
+        counts = summary["class_counts"][split["split"]]
+        lines.append(
+            f"  {role:<10} {split['split']:<20} {split['examples']:>8} examples, "
+            f"{min(counts)}-{max(counts)} per class"
+        )
+    for split, stats in summary["image_sizes"].items():
+        h, w = stats["height"], stats["width"]
+        lines.append(
+            f"  image sizes in {split} ({stats['sampled']} images): height "
+            f"{h['min']}-{h['max']} (median {h['median']:g}), width {w['min']}-{w['max']} "
+            f"(median {w['median']:g})"
+        )
+    lines += [f"  warning: {warning}" for warning in summary["warnings"]]
+    lines.append(f"Report: {os.path.join(summary['inspect_dir'], 'inspect.md')}")
+    return "\n".join(lines)

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from imgcls.models import create_model
+
 # config.dataset.mean / std, in [0, 1] units and RGB order, that reproduce caffe preprocessing.
 KERAS_RESNET50_MEAN = (123.68 / 255.0, 116.779 / 255.0, 103.939 / 255.0)
 KERAS_RESNET50_STD = (1.0 / 255.0,) * 3
@@ -215,8 +217,6 @@ def load_keras_resnet50(h5_path: str | None = None) -> dict:
     one Keras caches in ~/.keras/models/. The model then takes RGB images normalized with
     KERAS_RESNET50_MEAN / KERAS_RESNET50_STD.
     """
-    from imgcls.models import create_model
-
     if h5_path is None:
         h5_path = keras_cache_path()
         if h5_path is None:

@@ -62,3 +62,14 @@ def data_parallel(step, mesh: Mesh, in_specs, out_specs, donate_argnums=()):
         step, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
     )
     return jax.jit(sharded, donate_argnums=donate_argnums)
+
+
+def replicate(tree, mesh: Mesh):
+    """Host arrays, the same in every process, as global arrays replicated over the mesh."""
+    sharding = replicated(mesh)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)

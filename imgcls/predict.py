@@ -5,6 +5,10 @@ shape (W/dataset_info.json, written by training) and a checkpoint. Images go thr
 decoding and center crop as evaluation (data.preprocess.preprocess_encoded) and through one
 jitted function, compiled once for a fixed batch size (shorter batches are padded), that maps
 uint8 images to class probabilities. `--mode=serve` and `--mode=export` build on it.
+
+Decoding image files needs TensorFlow (the evaluation's own resize); it is imported when the
+first file is decoded, so a Predictor of preprocessed arrays, and export's jax.export artifact,
+run without it.
 """
 
 import concurrent.futures
@@ -13,53 +17,20 @@ import functools
 import json
 import os
 import threading
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from imgcls import checkpointing, train
+from imgcls import images, state
 from imgcls import workdir as workdir_files
-from imgcls.data.folder_scan import IMAGE_EXTENSIONS, printable_path
-from imgcls.data.normalize import normalize
+from imgcls.data.normalize import mean_std, normalize
+from imgcls.images import BrokenImage, NotAnImage
 
 DEFAULT_TOP_K = 5
-MAX_PIXELS = 50_000_000  # images of more pixels are refused (decompression bombs)
-
-
-class NotAnImage(ValueError):
-    """Data in no image format PIL reads (serve: 415)."""
-
-
-class BrokenImage(ValueError):
-    """An image file that is truncated or corrupt (serve: 400)."""
-
-
 PREPROCESS_THREADS = 8  # images decoded at once (PIL and TF release the GIL)
 PREDICT_BATCH_SIZE = 64  # largest default batch of --mode=predict
-
-
-def resolve_checkpoint(ckpt, checkpoint=None) -> tuple[int, str]:
-    """(step, name) of `checkpoint`; None means 'best' when one is ranked, else 'latest'."""
-    from imgcls import evaluate
-
-    if checkpoint is None:
-        checkpoint = "best" if ckpt.all_steps() and ckpt.best_step() is not None else "latest"
-    return evaluate.resolve_step(ckpt, checkpoint), checkpoint
-
-
-def dataset_info(workdir, config) -> dict:
-    """{'class_names', 'image_shape', ...} of the run in `workdir`.
-
-    From W/dataset_info.json; workdirs trained before it existed read the dataset instead.
-    """
-    info = workdir_files.load_dataset_info(workdir)
-    if info is None:
-        logging.info("%s has no dataset_info.json (older run): reading the dataset.", workdir)
-        info = workdir_files.dataset_info_dict(train.prepare_dataset(config))
-    return info
 
 
 def probabilities_fn(model, mean, std):
@@ -78,31 +49,23 @@ class Predictor:
     def __init__(self, workdir, checkpoint=None, batch_size=None, compile=True):
         self.workdir = workdir
         self.config = config = workdir_files.load_config(workdir)
-        info = dataset_info(workdir, config)
+        info = state.saved_dataset_info(workdir, config)
         self.class_names = tuple(info["class_names"])
         self.image_shape = tuple(int(d) for d in info["image_shape"])
-        self.model = train.create_model(config, len(self.class_names))
-        directory = os.path.join(workdir, "checkpoints")
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(
-                f"No checkpoints in {directory}: is {workdir} a trained workdir?"
-            )
-        with checkpointing.Checkpointer(directory, read_only=True) as ckpt:
-            self.step, self.checkpoint = resolve_checkpoint(ckpt, checkpoint)
-            self._check_model(ckpt)
-            self.variables = ckpt.restore_variables(self.step)
+        self.model = state.create_model(config, len(self.class_names))
+        self.variables, self.step, self.checkpoint = state.restore_variables(
+            workdir, self.model, self.image_shape, checkpoint
+        )
         self.batch_size = int(batch_size or min(config.eval_batch_size, PREDICT_BATCH_SIZE))
         if self.batch_size <= 0:
             raise ValueError(f"The batch size must be positive, got {self.batch_size}.")
-        self.probabilities_fn = probabilities_fn(
-            self.model, tuple(config.dataset.mean), tuple(config.dataset.std)
-        )
+        self.probabilities_fn = probabilities_fn(self.model, *mean_std(config))
         self._compiled = self._preprocess_fn = None
         self._lock = threading.Lock()
         if compile:  # export only needs the weights and the function
-            images = jax.ShapeDtypeStruct((self.batch_size, *self.image_shape), jnp.uint8)
+            batch = jax.ShapeDtypeStruct((self.batch_size, *self.image_shape), jnp.uint8)
             self.variables = jax.device_put(self.variables)
-            self._compiled = jax.jit(self.probabilities_fn).lower(self.variables, images).compile()
+            self._compiled = jax.jit(self.probabilities_fn).lower(self.variables, batch).compile()
         logging.info(
             "Loaded %s (%s checkpoint, step %d): %d classes, images %s, batch %d.",
             workdir,
@@ -113,73 +76,27 @@ class Predictor:
             self.batch_size,
         )
 
-    def _check_model(self, ckpt):
-        shapes = jax.eval_shape(
-            functools.partial(self.model.init, train=False),
-            jax.random.key(0),
-            jnp.zeros((1, *self.image_shape), jnp.float32),
-        )
-        template = types.SimpleNamespace(
-            params=shapes["params"], batch_stats=shapes.get("batch_stats", {})
-        )
-        problems = ckpt.model_mismatches(self.step, template)
-        if problems:
-            raise ValueError(
-                f"Checkpoint step {self.step} of {self.workdir} does not match the model of its "
-                f"W/config.json ({'; '.join(problems[:5])}); was the workdir reused for "
-                "another model?"
-            )
-
-    def preprocess(self, data: bytes, max_pixels=MAX_PIXELS) -> np.ndarray:
+    def preprocess(self, data: bytes, max_pixels=images.MAX_PIXELS) -> np.ndarray:
         """Encoded image bytes -> uint8 [H, W, C], as evaluation preprocesses its examples.
 
-        Raises NotAnImage, BrokenImage, or folder.ImageTooLarge for an image of more than
-        max_pixels pixels, checked before it is decoded.
+        Raises NotAnImage, BrokenImage, or ImageTooLarge for an image of more than max_pixels
+        pixels (checked before it is decoded) or whose center-crop resize would be.
         """
-        from PIL import Image, UnidentifiedImageError
+        from imgcls.data._tf import tf  # (see the module docstring)
 
-        from imgcls.data import folder
-        from imgcls.data._tf import tf
-
-        try:
-            stored, height, width, _ = folder.encode_image(data, self.image_shape[-1], max_pixels)
-        except UnidentifiedImageError:
-            raise NotAnImage(
-                "not an image: the data is in no format PIL reads (JPEG, PNG, GIF, BMP, WebP, "
-                "TIFF, ...)"
-            ) from None
-        except Image.DecompressionBombError as e:
-            raise folder.ImageTooLarge(f"refused as a decompression bomb: {e}") from None
-        except folder.ImageTooLarge:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise BrokenImage(f"a truncated or corrupt image ({e})") from None
-        self._check_resized_size(height, width, max_pixels)
+        stored, height, width, _ = images.read_image(data, self.image_shape[-1], max_pixels)
+        dataset = self.config.dataset
+        images.check_center_crop_size(
+            height, width, int(dataset.image_size), float(dataset.crop_fraction), max_pixels
+        )
         try:
             return self._preprocess(stored).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as e:
             # PIL read it, TensorFlow's stricter decoder (e.g. of a bad PNG checksum) did not
             raise BrokenImage(f"a corrupt image ({e.message.splitlines()[0]})") from None
 
-    def _check_resized_size(self, height, width, max_pixels):
-        """The center crop resizes the whole image first: refuse extreme aspect ratios (a 1 x
-        20,000 image would be resized to 256 x 5,120,000 before its 224 x 224 crop)."""
-        size = int(self.config.dataset.image_size)
-        if max_pixels is None or size <= 0:
-            return
-        scale = size / float(self.config.dataset.crop_fraction) / max(1, min(height, width))
-        resized = max(round(height * scale), size) * max(round(width * scale), size)
-        if resized > max_pixels:
-            from imgcls.data import folder
-
-            raise folder.ImageTooLarge(
-                f"the image is {width}x{height}: resizing its shorter side for the center crop "
-                f"would make {resized:,} pixels, over the limit of {max_pixels:,}; crop it "
-                "closer to a square first"
-            )
-
     def _preprocess(self, stored):
-        from imgcls.data._tf import tf
+        from imgcls.data._tf import tf  # (see the module docstring)
 
         with self._lock:  # one traced function, even when threads start at once
             if self._preprocess_fn is None:
@@ -187,7 +104,7 @@ class Predictor:
         return self._preprocess_fn(tf.constant(stored))
 
     def _make_preprocess_fn(self):
-        from imgcls.data import preprocess
+        from imgcls.data import preprocess  # (see the module docstring)
         from imgcls.data._tf import tf
 
         fn = tf.function(
@@ -247,7 +164,7 @@ def find_images(paths) -> tuple[list[str], list[dict]]:
                 for name in names:
                     if name.startswith("."):
                         continue
-                    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                    if images.has_image_extension(name):
                         found.append(os.path.join(root, name))
                     else:
                         skipped += 1
@@ -265,6 +182,12 @@ def find_images(paths) -> tuple[list[str], list[dict]]:
             skipped,
         )
     return files, errors
+
+
+def check_top_k(top_k) -> None:
+    """ValueError, before any work, for a --top_k below 1."""
+    if int(top_k) < 1:
+        raise ValueError(f"--top_k={top_k}: give at least 1.")
 
 
 def default_batch_size(num_images: int) -> int:
@@ -294,6 +217,24 @@ def predict_files(predictor, paths, top_k=DEFAULT_TOP_K) -> dict:
     [{'file', 'error'}]}, predictions in file order.
     """
     return predict_found(predictor, *find_images(paths), top_k=top_k)
+
+
+def predict_paths(
+    workdir, paths, checkpoint=None, batch_size=None, top_k=DEFAULT_TOP_K, output=None
+) -> dict:
+    """--mode=predict: predict_files of `paths` with the model of `workdir`, written to
+    `output` (.csv or .json, checked before any work) when given."""
+    check_top_k(top_k)
+    if not paths:
+        raise ValueError("--mode=predict needs image files or folders: ... a.jpg photos/")
+    if output:
+        check_output_path(output)
+    files, errors = find_images(paths)
+    predictor = Predictor(workdir, checkpoint, batch_size or default_batch_size(len(files)))
+    result = predict_found(predictor, files, errors, top_k)
+    if output:
+        write_output(result, output)
+    return result
 
 
 def predict_found(predictor, files, errors, top_k=DEFAULT_TOP_K) -> dict:
@@ -329,7 +270,7 @@ def format_table(result) -> str:
     File names that are not UTF-8 are shown with backslash escapes."""
     rows = [
         (
-            printable_path(p["file"]),
+            images.printable_path(p["file"]),
             "  ".join(f"{t['class']} {t['probability']:.3f}" for t in p["top_k"]),
         )
         for p in result["predictions"]
@@ -338,7 +279,19 @@ def format_table(result) -> str:
     k = len(result["predictions"][0]["top_k"]) if rows else 0
     lines = [f"{'file':<{width}}  top-{k} (class probability)"] if rows else []
     lines += [f"{f:<{width}}  {text}" for f, text in rows]
-    lines += [f"error: {printable_path(e['file'])}: {e['error']}" for e in result["errors"]]
+    lines += [f"error: {images.printable_path(e['file'])}: {e['error']}" for e in result["errors"]]
+    return "\n".join(lines)
+
+
+def format_summary(result, output=None) -> str:
+    """The console summary of --mode=predict: the table, the output file, the counts."""
+    lines = [format_table(result)]
+    if output:
+        lines.append(f"Predictions: {output}")
+    lines.append(
+        f"{len(result['predictions'])} image(s) predicted, {len(result['errors'])} error(s) "
+        f"({result['checkpoint']} checkpoint, step {result['step']})."
+    )
     return "\n".join(lines)
 
 

@@ -18,9 +18,9 @@ import os
 
 import numpy as np
 from absl import logging
+from PIL import Image
 
-from imgcls import predict
-from imgcls.data import folder
+from imgcls import images, predict
 
 SERVE_BATCH_SIZE = 8  # images per compiled call when --batch_size is not given
 # Uploads decoded at once: each can take hundreds of MB (a 49-megapixel PNG: about 0.7 GB).
@@ -110,8 +110,6 @@ class _Batcher:
 
 
 def _blank_png(shape) -> bytes:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.new("L" if shape[-1] == 1 else "RGB", shape[1::-1]).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -134,12 +132,13 @@ def create_app(
     predictor,
     *,
     max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels=predict.MAX_PIXELS,
+    max_pixels=images.MAX_PIXELS,
     top_k=5,
     batch_wait_ms=5.0,
 ):
     """The FastAPI app serving `predictor` (a predict.Predictor); see the module docstring."""
     fastapi = _import_fastapi()
+    # The web stack is the optional [serve] extra: imported once _import_fastapi found it.
     from fastapi.responses import HTMLResponse
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -222,13 +221,13 @@ def create_app(
         try:  # decoding runs in a thread: PIL and TF release the GIL, the loop stays free
             async with batcher.decoding_slots:
                 image = await asyncio.to_thread(predictor.preprocess, data, max_pixels)
-        except predict.NotAnImage as e:
+        except images.NotAnImage as e:
             raise HTTPException(415, _message(name, e, "Upload an image file instead.")) from None
-        except predict.BrokenImage as e:
+        except images.BrokenImage as e:
             raise HTTPException(
                 400, _message(name, e, "Upload the file again, or open and re-save it.")
             ) from None
-        except folder.ImageTooLarge as e:
+        except images.ImageTooLarge as e:
             raise HTTPException(
                 413, _message(name, e, f"Downscale it to at most {max_pixels:,} pixels.")
             ) from None
@@ -274,8 +273,9 @@ def serve(
     top_k=5,
 ):
     """Loads the model of `workdir` and serves it with uvicorn until interrupted."""
+    predict.check_top_k(top_k)
     _import_fastapi()
-    try:
+    try:  # the optional [serve] extra
         import uvicorn
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} ({e})") from e

@@ -27,7 +27,10 @@ import sys
 import threading
 import time
 
+import optuna
+
 from imgcls import hyper, sweep_results
+from imgcls.workdir import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "main.py")
@@ -175,7 +178,7 @@ class Launcher:
                 return "interrupted"
             if on_eval is None:
                 continue
-            rows = sweep_results.read_metrics(os.path.join(trial_dir, "metrics.jsonl"))
+            rows = read_metrics(os.path.join(trial_dir, "metrics.jsonl"))
             evals = [r for r in rows if self.metric in r]
             for row in evals[seen:]:
                 if on_eval(row["step"], row[self.metric]):
@@ -223,8 +226,6 @@ class Launcher:
 
 def run_optuna(launcher, module, args) -> None:
     """TPE (or random/grid) search over `search_space(trial)` with median pruning."""
-    import optuna
-
     if not hasattr(module, "search_space"):
         raise ValueError(f"{args.sweep} defines no search_space(trial) for --search=optuna.")
     storage = args.storage or f"sqlite:///{os.path.join(launcher.workdir, 'study.db')}"
@@ -261,7 +262,7 @@ def run_optuna(launcher, module, args) -> None:
             raise optuna.TrialPruned()
         if status["state"] != "done":
             raise RuntimeError(f"trial {name} {status['state']}: {status['error']}")
-        rows = sweep_results.read_metrics(os.path.join(launcher.workdir, name, "metrics.jsonl"))
+        rows = read_metrics(os.path.join(launcher.workdir, name, "metrics.jsonl"))
         return max(r[args.metric] for r in rows if args.metric in r)
 
     print(

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from imgcls.hyper import flag_value
+from imgcls.workdir import read_metrics
 
 METRIC_COLUMNS = (
     "best_eval_accuracy",
@@ -29,22 +30,6 @@ METRIC_COLUMNS = (
 )
 _FIXED = ("rank", "name", "state", *METRIC_COLUMNS)
 _PANELS_PER_ROW = 3
-
-
-def read_metrics(path: str) -> list[dict]:
-    """The JSON objects of a metrics.jsonl; unparsable lines (a half-written last one) skipped."""
-    if not os.path.exists(path):
-        return []
-    rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def _number(value) -> float | None:

@@ -1,72 +1,36 @@
-"""Training: the TrainState, per-device train/eval steps, and the train_and_evaluate loop.
+"""Training: losses and keys, the per-device train step, early stopping, and the loop.
 
-Models, steps and metrics here import and run without TensorFlow; only
-`train_and_evaluate` pulls in the tf.data input pipeline and the CLU writers.
+Shaped like flax's examples/imagenet/train.py: the run is built by imgcls.state (dataset,
+model, TrainState), evaluated by imgcls.evaluate, and `train_and_evaluate` ties them together.
+The step itself imports and runs without TensorFlow; the loop's metric writers (CLU) and the
+tf.data pipeline bring it in.
 """
 
 import functools
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from absl import logging
-from flax.training import train_state
 from jax import lax
-from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from imgcls import checkpointing, models, optim, parallel, warm_start
+from imgcls import checkpointing, data, evaluate, optim, parallel, warm_start
 from imgcls import metrics as metrics_lib
+from imgcls import state as state_lib
 from imgcls import workdir as workdir_files
 from imgcls.data import jax_augment
-from imgcls.data.normalize import normalize
+from imgcls.data.normalize import mean_std, normalize
+from imgcls.losses import soft_cross_entropy
 
 AXIS = parallel.AXIS
-
-
-class TrainState(train_state.TrainState):
-    batch_stats: Any
-
-
-def init_rng(seed: int):
-    return jax.random.fold_in(jax.random.key(seed), 0)
 
 
 def dropout_rng(seed: int, step, device_index):
     """A fresh dropout key per step and device, derived from the seed alone (no RNG state)."""
     key = jax.random.fold_in(jax.random.key(seed), 1)
     return jax.random.fold_in(jax.random.fold_in(key, step), device_index)
-
-
-def create_train_state(seed: int, model, image_shape, tx, mesh) -> TrainState:
-    """Initialises the model and optimizer directly as arrays replicated over the mesh."""
-
-    def init():
-        dummy = jnp.zeros((1, *image_shape), jnp.float32)
-        variables = model.init(init_rng(seed), dummy, train=False)
-        return TrainState.create(
-            apply_fn=model.apply,
-            params=variables["params"],
-            batch_stats=variables.get("batch_stats", {}),
-            tx=tx,
-        )
-
-    return jax.jit(init, out_shardings=parallel.replicated(mesh))()
-
-
-def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-    """Per-example softmax cross-entropy against (optionally smoothed) integer labels."""
-    return soft_cross_entropy(logits, jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-
-
-def soft_cross_entropy(logits, targets, label_smoothing: float = 0.0):
-    """Per-example softmax cross-entropy against target distributions (one-hot or mixed)."""
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
 
 
 def mixing_rng(seed: int, step, device_index):
@@ -125,56 +89,18 @@ def train_step(
     return state, step_metrics
 
 
-# What an eval batch sends to the devices; its 'index' (position in the split) stays on the host.
-EVAL_DEVICE_KEYS = ("image", "label", "mask")
-
-
-def eval_step(state, batch, *, mean, std, metrics_cls):
-    """Logits and masked metrics of one eval batch shard (padding examples have mask False)."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    logits = state.apply_fn(variables, normalize(batch["image"], mean, std), train=False)
-    batch_metrics = metrics_cls.gather_from_model_output(
-        axis_name=AXIS,
-        loss=cross_entropy(logits, batch["label"]),
-        logits=logits,
-        labels=batch["label"],
-        mask=batch["mask"],
-    )
-    return batch_metrics, logits
-
-
-def make_eval_step(config, metrics_cls, mesh):
-    """The data-parallel eval step: metrics merged over devices, logits sharded on 'data'."""
+def make_train_step(config, num_classes: int, mesh, class_weights=None):
+    """The data-parallel (jit + shard_map) train step f(state, global batch) -> (state,
+    metrics); the state's buffers are donated."""
+    mean, std = mean_std(config)
     return parallel.data_parallel(
-        functools.partial(
-            eval_step,
-            mean=tuple(config.dataset.mean),
-            std=tuple(config.dataset.std),
-            metrics_cls=metrics_cls,
-        ),
-        mesh,
-        in_specs=(P(), P(AXIS)),
-        out_specs=(P(), P(AXIS)),
-    )
-
-
-def run_eval_step(p_eval, state, local_batch, mesh):
-    """Runs the eval step on one host-local eval batch from the input pipeline."""
-    device_batch = {k: local_batch[k] for k in EVAL_DEVICE_KEYS}
-    return p_eval(state, parallel.global_batch(mesh, device_batch))
-
-
-def make_steps(config, num_classes: int, mesh, class_weights=None):
-    """The data-parallel (jit + shard_map) train and eval steps for this config."""
-    metrics_cls = metrics_lib.metrics_collection(num_classes)
-    p_train = parallel.data_parallel(
         functools.partial(
             train_step,
             seed=config.seed,
-            mean=tuple(config.dataset.mean),
-            std=tuple(config.dataset.std),
+            mean=mean,
+            std=std,
             label_smoothing=config.label_smoothing,
-            metrics_cls=metrics_cls,
+            metrics_cls=metrics_lib.metrics_collection(num_classes),
             num_classes=num_classes,
             mixup=float(config.augment.mixup),
             cutmix=float(config.augment.cutmix),
@@ -185,76 +111,12 @@ def make_steps(config, num_classes: int, mesh, class_weights=None):
         out_specs=(P(), P()),
         donate_argnums=(0,),
     )
-    return p_train, make_eval_step(config, metrics_cls, mesh)
 
 
-def evaluate(p_eval, state, batches, mesh):
-    """Merges the metrics of every eval batch; exact because padding is masked."""
-    total = None
-    for local_batch in batches:
-        batch_metrics, _ = run_eval_step(p_eval, state, local_batch, mesh)
-        total = batch_metrics if total is None else total.merge(batch_metrics)
-    return total
-
-
-def num_train_steps(config, steps_per_epoch: int) -> int:
-    if config.num_train_steps > 0:
-        return int(config.num_train_steps)
-    return max(1, int(config.num_epochs * steps_per_epoch))
-
-
-def prepare_dataset(config):
-    """Dataset info; with several processes, process 0 prepares the data while others wait."""
-    from imgcls import data
-
-    if jax.process_count() > 1:
-        if jax.process_index() == 0:
-            data.get_dataset_info(config)
-        multihost_utils.sync_global_devices("imgcls: dataset prepared")
-    return data.get_dataset_info(config)
-
-
-def create_model(config, num_classes: int, frozen_backbone: bool = False):
-    """The model of `config` for a dataset of `num_classes` classes.
-
-    frozen_backbone=True makes BatchNorm use its running averages in training too (in models
-    that have the option; the optimizer freezes the parameters of any model).
-    """
-    overrides = {}
-    if frozen_backbone and "frozen_backbone" in models.model_fields(config.model.name):
-        overrides["frozen_backbone"] = True
-    return models.create_model(config.model, num_classes, config.half_precision, **overrides)
-
-
-def initial_state(config, info, mesh):
-    """The freshly initialised TrainState of `config`, its schedule and its total step count.
-
-    Also the template that checkpoints of `config` are restored into.
-    """
-    from imgcls import data
-
-    steps_per_epoch = data.steps_per_epoch(config, info)
-    total_steps = num_train_steps(config, steps_per_epoch)
-    unfreeze = optim.unfreeze_step(config, steps_per_epoch)
-    model = create_model(config, info.num_classes, optim.backbone_frozen(unfreeze, 0))
-    learning_rate_fn = optim.create_learning_rate_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, learning_rate_fn, unfreeze)
-    state = create_train_state(config.seed, model, info.image_shape, tx, mesh)
-    return state, learning_rate_fn, total_steps
-
-
-def _check_config(config, info, mesh) -> None:
-    parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
-    channels = info.image_shape[-1]
-    for key in ("mean", "std"):
-        if len(config.dataset[key]) not in (1, channels):
-            raise ValueError(
-                f"config.dataset.{key} has {len(config.dataset[key])} values but the images "
-                f"have {channels} channels; give 1 or {channels} values."
-            )
-    if config.unfreeze_after_epochs >= 0 and not config.freeze_backbone:
-        logging.warning("config.unfreeze_after_epochs has no effect without freeze_backbone.")
+def make_steps(config, num_classes: int, mesh, class_weights=None):
+    """The data-parallel train step and eval step (evaluate.make_eval_step) of this config."""
+    p_train = make_train_step(config, num_classes, mesh, class_weights)
+    return p_train, evaluate.make_eval_step(config, num_classes, mesh)
 
 
 class EarlyStopping:
@@ -279,9 +141,7 @@ class EarlyStopping:
 
 def _logged_eval_accuracies(workdir: str, until_step: int) -> list[float]:
     """The eval_accuracy values metrics.jsonl holds up to a step (replayed on resume)."""
-    from imgcls.sweep_results import read_metrics
-
-    rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    rows = workdir_files.read_metrics(workdir)
     return [r["eval_accuracy"] for r in rows if "eval_accuracy" in r and r["step"] <= until_step]
 
 
@@ -292,23 +152,25 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     eval_split) for the best checkpoint and early stopping; returns the last of those metrics,
     plus the final report's 'report_dir', 'report_split' and 'report_accuracy'.
     """
+    # Here, not at the top: CLU's writers and progress reports import TensorFlow, and the train
+    # step above runs without it.
     from clu import periodic_actions
 
-    from imgcls import data, writers
+    from imgcls import writers
 
     os.makedirs(workdir, exist_ok=True)
-    info = prepare_dataset(config)
+    info = state_lib.prepare_dataset(config)
     config = data.resolve_splits(config, info)
     info = data.get_dataset_info(config)
     mesh = parallel.create_mesh()
-    _check_config(config, info, mesh)
+    state_lib.check_config(config, info, mesh)
 
     steps_per_epoch = data.steps_per_epoch(config, info)
     eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
-    state, learning_rate_fn, total_steps = initial_state(config, info, mesh)
+    state, learning_rate_fn, total_steps = state_lib.initial_state(config, info, mesh)
 
     ckpt = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints
+        os.path.join(workdir, checkpointing.DIRECTORY), keep=config.keep_checkpoints
     )
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
@@ -319,11 +181,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         state, _ = warm_start.warm_start(config, state, workdir)
     # Only now: a resume that fails (another model's checkpoints) keeps the files that describe
     # the checkpoints, which eval, predict, export and serve read.
-    workdir_files.save(config, workdir, info)
+    if jax.process_index() == 0:
+        workdir_files.save(config, workdir, info)
     start_step = int(state.step)
     # config.freeze_backbone: from this step on, the model's BatchNorm trains again.
     unfreeze = optim.unfreeze_step(config, steps_per_epoch)
-    unfrozen_apply = create_model(config, info.num_classes).apply
+    unfrozen_apply = state_lib.create_model(config, info.num_classes).apply
 
     writer = writers.create_writer(workdir, resume_step=start_step)
     stopper = EarlyStopping(config.early_stopping_patience)
@@ -350,7 +213,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     def run_eval(state, step):
         with progress.timed("eval"):
             batches = validation_batches()
-            scalars = metrics_lib.to_scalars(evaluate(p_eval, state, batches, mesh), "eval")
+            variables = state_lib.model_variables(state)
+            merged = evaluate.evaluate_batches(p_eval, variables, batches, mesh)
+            scalars = metrics_lib.to_scalars(merged, "eval")
         writer.write_scalars(step, scalars)
         return scalars
 
@@ -400,9 +265,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         writer.flush()
     logging.info("Trained %d steps in %.1fs.", last_step - start_step, time.time() - t0)
     if config.final_report:
-        from imgcls import evaluate as report_eval  # (train.evaluate is the loop's eval)
-
-        results = report_eval.evaluate_state(config, workdir, state, info, mesh, "final")
+        variables = state_lib.model_variables(state)
+        results = evaluate.evaluate_variables(
+            config, workdir, variables, int(state.step), info, mesh, "final"
+        )
         eval_metrics = {
             **eval_metrics,
             "report_dir": results["report_dir"],
@@ -410,3 +276,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             "report_accuracy": results["accuracy"],
         }
     return eval_metrics
+
+
+def format_result(result: dict, config, workdir: str) -> str:
+    """The console summary of train_and_evaluate(config, workdir)'s result."""
+    validation = config.dataset.validation_split or config.dataset.validation_fraction
+    lines = []
+    if validation:
+        lines.append(f"Final validation accuracy: {result['eval_accuracy']:.4f}")
+    if "report_dir" in result:
+        lines.append(f"Final {result['report_split']} accuracy: {result['report_accuracy']:.4f}")
+        lines.append(f"Report: {os.path.join(result['report_dir'], 'report.md')}")
+    elif not validation:
+        lines.append(
+            f"Final {config.dataset.eval_split} accuracy: {result['eval_accuracy']:.4f}  "
+            f"loss: {result['eval_loss']:.4f}  (workdir: {workdir})"
+        )
+    return "\n".join(lines)

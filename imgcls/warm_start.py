@@ -29,7 +29,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from imgcls import checkpointing
+from imgcls import checkpointing, keras_import
+from imgcls import workdir as workdir_files
 
 KERAS = "keras"
 COLLECTIONS = ("params", "batch_stats")
@@ -63,37 +64,9 @@ def parse_init_from(spec: str) -> Source | None:
     return Source("checkpoint", spec)
 
 
-def _resolve_step(ckpt: checkpointing.Checkpointer, source: Source, spec: str) -> int:
-    steps = ckpt.all_steps()
-    if not steps:
-        raise FileNotFoundError(
-            f"config.init_from={spec!r}: no checkpoints in {ckpt.directory}; train that run "
-            f"first, or give {FORMS}."
-        )
-    if source.checkpoint == "latest":
-        return ckpt.latest_step()
-    if source.checkpoint == "best":
-        if ckpt.best_step() is None:
-            raise ValueError(
-                f"config.init_from={spec!r}: no checkpoint in {ckpt.directory} has eval metrics, "
-                f"so none is 'best'; use {source.path}:latest or {source.path}:<step>."
-            )
-        return ckpt.best_step()
-    if source.checkpoint:
-        step = int(source.checkpoint)
-        if step not in steps:
-            raise FileNotFoundError(
-                f"config.init_from={spec!r}: no checkpoint for step {step} in {ckpt.directory}; "
-                f"saved steps: {steps}."
-            )
-        return step
-    best = ckpt.best_step()
-    return ckpt.latest_step() if best is None else best
-
-
 def _source_model(workdir: str) -> str | None:
     try:
-        with open(os.path.join(workdir, "config.json")) as f:
+        with open(os.path.join(workdir, workdir_files.CONFIG_FILE)) as f:
             return json.load(f)["model"]["name"]
     except (OSError, KeyError, TypeError, ValueError):
         return None
@@ -106,8 +79,6 @@ def load_source(spec: str) -> tuple[dict, dict]:
     if source is None:
         raise ValueError("config.init_from is empty: nothing to warm-start from.")
     if source.kind == KERAS:
-        from imgcls import keras_import
-
         try:
             variables = keras_import.load_keras_resnet50(source.path or None)
         except FileNotFoundError as e:
@@ -115,14 +86,9 @@ def load_source(spec: str) -> tuple[dict, dict]:
         path = source.path or keras_import.keras_cache_path()
         return variables, {"kind": KERAS, "path": path, "model": keras_import.MODEL_NAME}
 
-    directory = os.path.join(source.path, "checkpoints")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"config.init_from={spec!r}: {directory} does not exist, so {source.path!r} is not "
-            f"a training workdir. Give {FORMS}."
-        )
-    with checkpointing.Checkpointer(directory, read_only=True) as ckpt:
-        step = _resolve_step(ckpt, source, spec)
+    context = f"config.init_from={spec!r}"
+    with checkpointing.Checkpointer.of_workdir(source.path, context, f"Give {FORMS}.") as ckpt:
+        step, _ = ckpt.resolve(source.checkpoint, context)
         variables = ckpt.restore_variables(step)
     description = {
         "kind": "checkpoint",

@@ -3,21 +3,23 @@
 W/config.json        the resolved config (eval, predict, export and serve rebuild the model
                      from it; never from the original flags)
 W/dataset_info.json  class names and image shape, so predict, export and serve need no data
+W/metrics.jsonl      one JSON object per logged step (written by imgcls.writers)
+
+Plain files: no JAX, no TensorFlow (sweep results read metrics.jsonl on any machine).
 """
 
 import json
 import os
 
-import jax
+import ml_collections
 
 CONFIG_FILE = "config.json"
 DATASET_INFO_FILE = "dataset_info.json"
+METRICS_FILE = "metrics.jsonl"
 
 
 def save(config, workdir: str, info=None) -> None:
-    """Writes W/config.json and, given the DatasetInfo, W/dataset_info.json (process 0 only)."""
-    if jax.process_index() > 0:
-        return
+    """Writes W/config.json and, given the DatasetInfo, W/dataset_info.json."""
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     if info is not None:
@@ -37,8 +39,6 @@ def dataset_info_dict(info) -> dict:
 
 def load_config(workdir: str):
     """The resolved config a run saved as `W/config.json`."""
-    import ml_collections
-
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
@@ -53,3 +53,22 @@ def load_dataset_info(workdir: str) -> dict | None:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The JSON objects of a metrics.jsonl (a path, or a workdir that holds one); unparsable
+    lines (a half-written last one) are skipped."""
+    if os.path.isdir(path):
+        path = os.path.join(path, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows

@@ -10,6 +10,8 @@ import os
 import jax
 from clu import metric_writers
 
+from imgcls import workdir as workdir_files
+
 
 class JsonlWriter(metric_writers.MetricWriter):
     """Appends every scalar write as one JSON object per line: {"step": s, "name": v, ...}."""
@@ -68,6 +70,8 @@ def create_writer(workdir: str, resume_step: int | None = None) -> metric_writer
     return metric_writers.MultiWriter(
         [
             metric_writers.create_default_writer(workdir, asynchronous=False),
-            JsonlWriter(os.path.join(workdir, "metrics.jsonl"), keep_until_step=resume_step),
+            JsonlWriter(
+                os.path.join(workdir, workdir_files.METRICS_FILE), keep_until_step=resume_step
+            ),
         ]
     )

@@ -11,7 +11,7 @@ from conftest import load_config, run_python
 from PIL import Image
 from sklearn import metrics as skm
 
-from imgcls import evaluate, train
+from imgcls import evaluate, losses, train
 from imgcls import metrics as metrics_lib
 
 FIGURES = (
@@ -34,7 +34,7 @@ def test_metrics_on_fixed_predictions_equal_scikit_learn():
     collection = metrics_lib.report_collection(num_classes).single_from_model_output(
         logits=jnp.asarray(logits, jnp.float32),
         labels=jnp.asarray(labels, jnp.int32),
-        loss=train.cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels)),
+        loss=losses.cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels)),
         mask=jnp.asarray(mask),
     )
     names = [f"c{i}" for i in range(num_classes)]
@@ -189,3 +189,15 @@ def test_bad_input_gives_one_clear_error(trained, tmp_path):
     proc = run_python(["main.py", "--mode=eval", f"--workdir={no_checkpoints}"])
     assert proc.returncode == 1 and "imgcls: error: No checkpoints in" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_eval_console_summary(trained):
+    """--mode=eval's console lines: split, step, checkpoint, the headline metrics, the report."""
+    workdir, _ = trained
+    result = evaluate.evaluate_checkpoint(workdir, "best")
+    lines = evaluate.format_result(result).splitlines()
+    assert lines[0] == (
+        f"test at step 132 (best checkpoint): accuracy {result['accuracy']:.4f}  "
+        f"loss {result['loss']:.4f}  macro F1 {result['macro_avg']['f1']:.4f}"
+    )
+    assert lines[1] == f"Report: {os.path.join(workdir, 'eval', 'test_132', 'report.md')}"

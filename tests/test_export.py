@@ -140,3 +140,16 @@ def test_grayscale_saved_model_reads_png_gif_and_bmp(digits_config, tmp_path):
         assert (same_digit == same_digit[0]).all()
     served = run_saved_model(export_dir, files, images, tmp_path)
     np.testing.assert_allclose(served["probabilities"], predictor.predict_images(images), atol=1e-4)
+
+
+def test_export_console_summary():
+    paths = {"SavedModel": "E/saved_model/30", "jax.export": "E/jax/model.jax_export"}
+    assert export.format_summary(paths) == (
+        "SavedModel: E/saved_model/30\njax.export: E/jax/model.jax_export"
+    )
+
+
+def test_export_needs_an_export_dir(tiny_folder_workdir):
+    workdir, _ = tiny_folder_workdir
+    with pytest.raises(ValueError, match="needs --export_dir=E"):
+        export.export_model(workdir, "")

@@ -21,7 +21,8 @@ from conftest import folder_config
 from PIL import Image, ImageOps
 
 import imgcls.data as data
-from imgcls.data import folder, sources
+from imgcls import images
+from imgcls.data import folder, folder_scan, sources, tfds_source
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -126,7 +127,7 @@ def make_split_tree(root, seed=0):
     cmyk = rgb(10, 14).convert("CMYK")
     tree.add("train/fox/f1.jpg", cmyk, "JPEG", reencoded=True, quality=95)
     exif = Image.Exif()
-    exif[folder.EXIF_ORIENTATION] = 6  # stored 20 wide x 10 high, shown rotated: 10 x 20
+    exif[images.EXIF_ORIENTATION] = 6  # stored 20 wide x 10 high, shown rotated: 10 x 20
     rotated = rgb(10, 20)
     _save(root / "train/fox/f2.jpg", rotated, "JPEG", quality=95, exif=exif.tobytes())
     shown = ImageOps.exif_transpose(Image.open(root / "train/fox/f2.jpg"))
@@ -238,14 +239,14 @@ def test_class_layout_split_is_stable_when_files_are_added(tmp_path):
     info = data.get_dataset_info(config)
     assert info.class_names == ("ant", "bee", "wasp")
     builder = folder.prepared_builder(config)
-    check_examples(tree, builder, info.class_names, 3, folder.AUTO_SPLITS)
+    check_examples(tree, builder, info.class_names, 3, folder_scan.AUTO_SPLITS)
     before = {}
-    for split in folder.AUTO_SPLITS:
+    for split in folder_scan.AUTO_SPLITS:
         for rel in read_examples(builder, split):
             before[rel] = split
-    assert before == {rel: folder.assign_split(rel, fractions) for rel in tree.expected}
-    assert sum(info.split_sizes[s] for s in folder.AUTO_SPLITS) == len(tree.expected) == 57
-    assert set(before.values()) == set(folder.AUTO_SPLITS)
+    assert before == {rel: folder_scan.assign_split(rel, fractions) for rel in tree.expected}
+    assert sum(info.split_sizes[s] for s in folder_scan.AUTO_SPLITS) == len(tree.expected) == 57
+    assert set(before.values()) == set(folder_scan.AUTO_SPLITS)
 
     new = "bee/late_arrival.png"
     Image.fromarray(_pixels(np.random.default_rng(5), 9, 9)).save(tree.root / new)
@@ -254,23 +255,23 @@ def test_class_layout_split_is_stable_when_files_are_added(tmp_path):
     builder2 = folder.prepared_builder(config)
     assert builder2.data_dir != builder.data_dir  # a new version of the folder was prepared
     after = {}
-    for split in folder.AUTO_SPLITS:
+    for split in folder_scan.AUTO_SPLITS:
         for rel in read_examples(builder2, split):
             after[rel] = split
-    assert after == {**before, new: folder.assign_split(new, fractions)}
-    assert sum(info2.split_sizes[s] for s in folder.AUTO_SPLITS) == 58
+    assert after == {**before, new: folder_scan.assign_split(new, fractions)}
+    assert sum(info2.split_sizes[s] for s in folder_scan.AUTO_SPLITS) == 58
 
 
 def test_assign_split_proportions_and_empty_splits():
     paths = [f"class{i % 7}/img_{i}.jpg" for i in range(20000)]
-    splits = [folder.assign_split(p, (0.7, 0.1, 0.2)) for p in paths]
-    for name, fraction in zip(folder.AUTO_SPLITS, (0.7, 0.1, 0.2), strict=True):
+    splits = [folder_scan.assign_split(p, (0.7, 0.1, 0.2)) for p in paths]
+    for name, fraction in zip(folder_scan.AUTO_SPLITS, (0.7, 0.1, 0.2), strict=True):
         assert abs(splits.count(name) / len(paths) - fraction) < 0.015
     for c in range(7):  # roughly stratified: every class is split in about the same proportions
         train = [s for p, s in zip(paths, splits, strict=True) if p.startswith(f"class{c}/")]
         assert abs(train.count("train") / len(train) - 0.7) < 0.04
-    assert {folder.assign_split(p, (0.5, 0.0, 0.5)) for p in paths} == {"train", "test"}
-    assert {folder.assign_split(p, (1.0, 0.0, 0.0)) for p in paths} == {"train"}
+    assert {folder_scan.assign_split(p, (0.5, 0.0, 0.5)) for p in paths} == {"train", "test"}
+    assert {folder_scan.assign_split(p, (1.0, 0.0, 0.0)) for p in paths} == {"train"}
 
 
 def test_class_layout_omits_empty_splits(tmp_path):
@@ -321,7 +322,7 @@ def test_unchanged_folder_is_not_prepared_again(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(folder.ImageFolder, "_split_generators", fail)
         info = data.get_dataset_info(config)
-    assert sum(info.split_sizes[s] for s in folder.AUTO_SPLITS) == 57
+    assert sum(info.split_sizes[s] for s in folder_scan.AUTO_SPLITS) == 57
     assert list(data_dir.glob("imgcls_image_folder/*/1.0.0/dataset_info.json")) == [info_file]
     assert info_file.stat().st_mtime_ns == mtime
     assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 1
@@ -341,7 +342,7 @@ def test_concurrent_preparation_is_safe(tmp_path, monkeypatch):
     """Two preparations of one folder in parallel: the loser of the race reads the winner's."""
     tree = make_class_tree(tmp_path / "insects", per_class=(5, 5, 5))
     data_dir = str(tmp_path / "tfds")
-    scan = folder.scan_folder(tree.root)
+    scan = folder_scan.scan_folder(tree.root)
     barrier = threading.Barrier(2, timeout=60)
     original = folder.ImageFolder._split_generators
 
@@ -358,7 +359,7 @@ def test_concurrent_preparation_is_safe(tmp_path, monkeypatch):
 
     def prepare():
         try:
-            results.append(sources.prepare_builder(make))
+            results.append(tfds_source.prepare_builder(make))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -394,11 +395,11 @@ def test_layout_errors(tmp_path, setup, match):
     root = tmp_path / "images"
     setup(root)
     if match is None:  # root/<split>/<class>: a single split folder is fine
-        scan = folder.scan_folder(root)
+        scan = folder_scan.scan_folder(root)
         assert (scan.layout, scan.class_names, list(scan.files)) == ("split", ("cat", "dog"), ["x"])
         return
     with pytest.raises(ValueError, match=match) as error:
-        folder.scan_folder(root)
+        folder_scan.scan_folder(root)
     assert str(root) in str(error.value) and "root/<class>" in str(error.value)
 
 
@@ -446,7 +447,7 @@ def test_train_and_eval_batches_through_the_pipeline(tmp_path):
         split_labels = [
             tree.label_of(r, info.class_names)
             for r in tree.expected
-            if folder.assign_split(r, config.dataset.split_fractions) == split
+            if folder_scan.assign_split(r, config.dataset.split_fractions) == split
         ]
         assert sorted(labels.tolist()) == sorted(split_labels)
     counts = data.count_labels(config, info, "train")
@@ -511,5 +512,5 @@ def test_flowers_folder_trains_above_chance(tmp_path):
     print(f"flowers: test accuracy {result['eval_accuracy']:.4f} in {time.time() - start:.1f}s")
     info = data.get_dataset_info(config)
     assert info.class_names == ("daisy", "dandelion", "rose", "sunflower", "tulip")
-    assert sum(info.split_sizes[s] for s in folder.AUTO_SPLITS) == 4317
+    assert sum(info.split_sizes[s] for s in folder_scan.AUTO_SPLITS) == 4317
     assert result["eval_accuracy"] > 0.45  # chance: 0.24 (the largest class)

@@ -218,15 +218,16 @@ def test_warm_start_from_keras_weights(keras_resnet50, imported, tmp_path):
     """config.init_from='keras:<file>' into resnet50_v1 with 5 classes: head fresh, rest Keras'."""
     import optax
 
-    from imgcls import parallel, train, warm_start
+    from imgcls import parallel, warm_start
+    from imgcls import state as state_lib
 
     _, path = keras_resnet50
     config = load_config()
     config.model = ml_collections.ConfigDict({"name": "resnet50_v1"})
     config.init_from = f"keras:{path}"
-    model = train.create_model(config, num_classes=5)
+    model = state_lib.create_model(config, num_classes=5)
     mesh = parallel.create_mesh()
-    state = train.create_train_state(0, model, (32, 32, 3), optax.sgd(0.1), mesh)
+    state = state_lib.create_train_state(0, model, (32, 32, 3), optax.sgd(0.1), mesh)
     head = jax.tree.map(np.asarray, state.params["head"])
     state, report = warm_start.warm_start(config, state, str(tmp_path))
 
@@ -245,8 +246,8 @@ def test_warm_start_from_keras_weights(keras_resnet50, imported, tmp_path):
 
     # Another model family (v1.5) is an error that names the mismatch, not a deep traceback.
     config.model.name = "resnet50"
-    other = train.create_train_state(
-        0, train.create_model(config, 5), (32, 32, 3), optax.sgd(0.1), mesh
+    other = state_lib.create_train_state(
+        0, state_lib.create_model(config, 5), (32, 32, 3), optax.sgd(0.1), mesh
     )
     with pytest.raises(ValueError, match=r"only 5 of the \d+ arrays .* Keras' ResNet50 .*v1'"):
         warm_start.warm_start(config, other)

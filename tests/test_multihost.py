@@ -23,16 +23,16 @@ jax.distributed.initialize(sys.argv.pop(1), num_processes=2, process_id=int(sys.
 TWO_HOST_DATA = """
 import numpy as np
 import imgcls.data
-from imgcls.data import info as info_lib
+from imgcls.data import batching
 real_iterator = imgcls.data.create_train_iterator
 
 def as_host(i, make):
-    saved = info_lib.process_index_and_count
-    info_lib.process_index_and_count = lambda: (i, 2)
+    saved = batching.process_index_and_count
+    batching.process_index_and_count = lambda: (i, 2)
     try:
         return make()
     finally:
-        info_lib.process_index_and_count = saved
+        batching.process_index_and_count = saved
 
 def two_host_stream(config, info, start_step=0, mesh=None):
     hosts = [as_host(i, lambda: real_iterator(config, info, start_step)) for i in range(2)]

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_python
 from PIL import Image
 
-from imgcls import evaluate, predict, train
+from imgcls import evaluate, images, predict, train
 from imgcls.data import folder
 
 
@@ -130,15 +130,15 @@ def test_predictor_resizes_other_sizes_and_reports_bad_images(digits_workdir):
     big[5:35, 12:18] = 255  # a "1", 5x the model's 8x8
     image = predictor.preprocess(_png(big))
     assert image.shape == (8, 8, 1) and image.dtype == np.uint8 and image.max() > 100
-    with pytest.raises(predict.NotAnImage, match="not an image"):
+    with pytest.raises(images.NotAnImage, match="not an image"):
         predictor.preprocess(b"hello, world")
     jpeg = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(jpeg, format="JPEG")
-    with pytest.raises(predict.BrokenImage, match="truncated or corrupt"):
+    with pytest.raises(images.BrokenImage, match="truncated or corrupt"):
         predictor.preprocess(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
     bomb = io.BytesIO()
     Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")  # ~50 KB on disk, 400 Mpixels
-    with pytest.raises(folder.ImageTooLarge, match="decompression bomb"):
+    with pytest.raises(images.ImageTooLarge, match="decompression bomb"):
         predictor.preprocess(bomb.getvalue())
     with pytest.raises(ValueError, match=r"the model takes \(8, 8, 1\)"):
         predictor.predict_images(np.zeros((1, 16, 16, 1), np.uint8))
@@ -164,7 +164,7 @@ def test_crop_limits_and_corrupt_checksums(tiny_folder_workdir):
     predictor = predict.Predictor(workdir, batch_size=2)
     sliver = io.BytesIO()
     Image.new("RGB", (200_000, 1)).save(sliver, format="PNG")
-    with pytest.raises(folder.ImageTooLarge, match="crop it closer to a square"):
+    with pytest.raises(images.ImageTooLarge, match="crop it closer to a square"):
         predictor.preprocess(sliver.getvalue())  # max_pixels=MAX_PIXELS, as serve uses
     image = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     intact = predictor.preprocess(_png(image), max_pixels=None)
@@ -214,3 +214,34 @@ def test_find_images_and_output_errors(tmp_path):
 def test_predictor_needs_a_trained_workdir(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         predict.Predictor(str(tmp_path))
+
+
+def test_predict_console_summary():
+    result = {
+        "checkpoint": "best",
+        "step": 60,
+        "predictions": [
+            {"file": "a.png", "top_k": [{"class": "7", "probability": 0.9}]},
+            {"file": "long_name.png", "top_k": [{"class": "1", "probability": 0.25}]},
+        ],
+        "errors": [{"file": "b.jpg", "error": "not an image"}],
+    }
+    assert predict.format_summary(result, "out.csv").splitlines() == [
+        "file           top-1 (class probability)",
+        "a.png          7 0.900",
+        "long_name.png  1 0.250",
+        "error: b.jpg: not an image",
+        "Predictions: out.csv",
+        "2 image(s) predicted, 1 error(s) (best checkpoint, step 60).",
+    ]
+    assert "Predictions:" not in predict.format_summary(result)
+
+
+def test_predict_paths_checks_its_arguments_before_any_work(tmp_path):
+    """No workdir is read (there is none) before these are refused."""
+    with pytest.raises(ValueError, match="--top_k=0: give at least 1"):
+        predict.predict_paths(str(tmp_path), ["a.png"], top_k=0)
+    with pytest.raises(ValueError, match="needs image files or folders"):
+        predict.predict_paths(str(tmp_path), [])
+    with pytest.raises(ValueError, match=r"ending in \.csv or \.json"):
+        predict.predict_paths(str(tmp_path), ["a.png"], output="out.txt")

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from conftest import load_config, run_python
 
 from imgcls import checkpointing, data, parallel, train
+from imgcls import state as state_lib
 
 
 def read_jsonl(workdir):
@@ -19,7 +20,7 @@ def read_jsonl(workdir):
 
 def restore_final(config, workdir):
     """The latest checkpoint of `workdir`, restored into a fresh state of `config`."""
-    template, _, _ = train.initial_state(
+    template, _, _ = state_lib.initial_state(
         config, data.get_dataset_info(config), parallel.create_mesh()
     )
     with checkpointing.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
@@ -71,6 +72,23 @@ def test_checkpoints_keep_latest_and_best(digits_run):
     assert len(steps) <= config.keep_checkpoints + 1
 
 
+def test_train_console_summary(digits_run):
+    config, workdir, result = digits_run
+    assert train.format_result(result, config, workdir) == (
+        f"Final test accuracy: {result['eval_accuracy']:.4f}  loss: {result['eval_loss']:.4f}  "
+        f"(workdir: {workdir})"
+    )
+    validated = config.copy_and_resolve_references()
+    validated.dataset.validation_split = "train[:10%]"
+    reported = {**result, "report_dir": "W/eval/test_88", "report_split": "test"}
+    reported["report_accuracy"] = 0.5
+    assert train.format_result(reported, validated, workdir).splitlines() == [
+        f"Final validation accuracy: {result['eval_accuracy']:.4f}",
+        "Final test accuracy: 0.5000",
+        "Report: W/eval/test_88/report.md",
+    ]
+
+
 def test_rerun_of_finished_workdir_does_not_train_again(digits_run):
     config, workdir, result = digits_run
     rows_before = len(read_jsonl(workdir))
@@ -110,7 +128,7 @@ def test_restore_into_other_model_is_a_clear_error(digits_run):
     with pytest.raises(ValueError, match=r"does not match the model.*\['Dense_0'\]\['kernel'\] is"):
         restore_final(other, workdir)
     with pytest.raises(FileNotFoundError, match="No checkpoint for step 3 .*saved steps"):
-        state, _, _ = train.initial_state(
+        state, _, _ = state_lib.initial_state(
             config, data.get_dataset_info(config), parallel.create_mesh()
         )
         with checkpointing.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:

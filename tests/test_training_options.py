@@ -11,6 +11,7 @@ import pytest
 from conftest import load_config, run_python
 
 from imgcls import checkpointing, data, inspection, metrics, parallel, train
+from imgcls import state as state_lib
 
 
 def read_jsonl(workdir):
@@ -108,7 +109,7 @@ def test_class_weights_and_weighted_loss(digits_config):
     batch = parallel.global_batch(mesh, next(data.create_train_iterator(digits_config, info)))
     losses = {}
     for scale in (None, 2.0):
-        state, _, _ = train.initial_state(config, info, mesh)
+        state, _, _ = state_lib.initial_state(config, info, mesh)
         class_weights = None if scale is None else (scale,) * 10
         p_train, _ = train.make_steps(config, 10, mesh, class_weights)
         _, step_metrics = p_train(state, batch)
@@ -121,7 +122,7 @@ def test_balanced_resampling_evens_out_classes():
     from imgcls.data._tf import tf
 
     labels = np.array([0] * 900 + [1] * 100)
-    rates = data.info.balanced_class_weights(np.bincount(labels))
+    rates = data.balanced_class_weights(np.bincount(labels))
     np.testing.assert_allclose(rates, [1000 / (2 * 900), 1000 / (2 * 100)])
     ds = tf.data.Dataset.from_tensor_slices({"label": labels})
     key = tf.constant([0, 1], tf.int64)
@@ -168,6 +169,31 @@ def test_inspect_writes_summary_and_figures(digits_config, tmp_path):
     assert "| 9 |" in markdown and "samples.png" in markdown
 
 
+def test_inspect_console_summary():
+    summary = {
+        "dataset": "folder",
+        "num_classes": 2,
+        "splits": {"train": {"split": "train", "examples": 40}},
+        "class_counts": {"train": [32, 8]},
+        "image_sizes": {
+            "train": {
+                "sampled": 40,
+                "height": {"min": 10, "median": 24.0, "max": 30},
+                "width": {"min": 12, "median": 20.5, "max": 40},
+            }
+        },
+        "warnings": ["strong class imbalance"],
+        "inspect_dir": "W/inspect",
+    }
+    assert inspection.format_summary(summary).splitlines() == [
+        "Dataset folder: 2 classes",
+        "  train      train                      40 examples, 8-32 per class",
+        "  image sizes in train (40 images): height 10-30 (median 24), width 12-40 (median 20.5)",
+        "  warning: strong class imbalance",
+        "Report: W/inspect/inspect.md",
+    ]
+
+
 def test_imbalance_warning():
     names = ["a", "b", "c"]
     ratio, warning = inspection.imbalance([100, 90, 80], names)
@@ -187,7 +213,7 @@ def test_train_step_with_mixing_is_deterministic(digits_config):
     batch = parallel.global_batch(mesh, next(data.create_train_iterator(config, info)))
     outs = []
     for _ in range(2):
-        state, _, _ = train.initial_state(config, info, mesh)
+        state, _, _ = state_lib.initial_state(config, info, mesh)
         p_train, _ = train.make_steps(config, 10, mesh)
         state, step_metrics = p_train(state, batch)
         outs.append((jax.tree.leaves(state.params), step_metrics.compute()))

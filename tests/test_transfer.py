@@ -21,6 +21,7 @@ from conftest import folder_config, load_config
 from flax import traverse_util
 
 from imgcls import checkpointing, data, models, parallel, train, warm_start
+from imgcls import state as state_lib
 
 TINY = {"name": "resnet18", "stem": "small", "num_filters": 4, "stage_sizes": (1, 1)}
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -89,7 +90,7 @@ def target_config(source_workdir, **overrides):
 
 def fresh_state(config):
     info = data.get_dataset_info(config)
-    state, _, _ = train.initial_state(config, info, parallel.create_mesh())
+    state, _, _ = state_lib.initial_state(config, info, parallel.create_mesh())
     return state
 
 
@@ -358,7 +359,7 @@ def test_transfer_config_fits_the_keras_weights():
     assert config.init_from == "keras" and config.model.name == MODEL_NAME
     assert config.freeze_backbone and config.unfreeze_after_epochs == 3.0
     assert tuple(config.dataset.mean) == KERAS_RESNET50_MEAN
-    model = train.create_model(config, 5, frozen_backbone=True)
+    model = state_lib.create_model(config, 5, frozen_backbone=True)
     assert model.frozen_backbone and model.dtype == np.dtype("bfloat16")
     dummy = jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32)
     target = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)

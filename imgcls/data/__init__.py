@@ -5,14 +5,11 @@ normalize are TF-free, and the functions that build tf.data pipelines import the
 on first call. Models and training can therefore run where TensorFlow is not installed.
 """
 
-from imgcls.data.info import (
-    DatasetInfo,
-    num_eval_batches,
-    resolve_splits,
-    steps_per_epoch,
-    validation_split,
-)
+from imgcls.data.balance import balanced_class_weights, check_balance
+from imgcls.data.batching import num_eval_batches, steps_per_epoch
+from imgcls.data.info import DatasetInfo
 from imgcls.data.normalize import normalize
+from imgcls.data.splits import resolve_splits, validation_split
 
 __all__ = [
     "DatasetInfo",
@@ -28,6 +25,8 @@ __all__ = [
     "steps_per_epoch",
     "validation_split",
 ]
+
+# The functions below import the pipelines when called, not here: they import TensorFlow.
 
 
 def get_dataset_info(config):
@@ -82,16 +81,11 @@ def eval_batches(config, info, split):
 
 
 def class_weights(config, info):
-    """Per-class loss weights (info.balanced_class_weights) for balance 'loss', else None."""
-    balance = config.dataset.balance
-    if balance not in ("none", "loss", "sampling"):
-        raise ValueError(f"config.dataset.balance='{balance}' is not 'none', 'loss' or 'sampling'.")
-    if balance != "loss":
+    """Per-class loss weights (balanced_class_weights) for balance 'loss', else None."""
+    if check_balance(config) != "loss":
         return None
-    from imgcls.data import info as info_lib
-
     counts = count_labels(config, info, config.dataset.train_split)
-    return tuple(float(w) for w in info_lib.balanced_class_weights(counts))
+    return tuple(float(w) for w in balanced_class_weights(counts))
 
 
 def count_labels(config, info, split):

@@ -22,8 +22,9 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from imgcls import parallel
-from imgcls.data import info as info_lib
-from imgcls.data import jax_augment
+from imgcls.data import batching, jax_augment, pipeline
+from imgcls.data.balance import balanced_class_weights
+from imgcls.data.info import split_size
 
 AXIS = parallel.AXIS
 _PERMUTATION_SALT, _AUGMENT_SALT, _SAMPLING_SALT = 3, 4, 5  # keys distinct from the train step's
@@ -34,10 +35,8 @@ def load_split(config, info, split):
 
     Decoded and resized by the tf.data eval pipeline, once.
     """
-    from imgcls import data
-
     images, labels = [], []
-    for batch in data.create_eval_iterator(config, info, split):
+    for batch in pipeline.create_eval_iterator(config, info, split):
         images.append(batch["image"][batch["mask"]])
         labels.append(batch["label"][batch["mask"]])
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
@@ -57,15 +56,15 @@ class DeviceTrainIterator:
         jax_augment.device_supported_check(config.augment)
         self.mesh = mesh if mesh is not None else parallel.create_mesh()
         self.seed, self.step = int(config.seed), int(start_step)
-        self.steps_per_epoch = info_lib.steps_per_epoch(config, info)
+        self.steps_per_epoch = batching.steps_per_epoch(config, info)
         num_devices = self.mesh.devices.size
         parallel.check_batch_size(config.batch_size, self.mesh)
         self.device_batch = config.batch_size // num_devices
 
-        _, process_count = info_lib.process_index_and_count()
+        _, process_count = batching.process_index_and_count()
         local_devices = num_devices // process_count
         split = config.dataset.train_split
-        per_device = info_lib.split_size(info, split) // process_count // local_devices
+        per_device = split_size(info, split) // process_count // local_devices
         images, labels = load_split(config, info, split)
         keep = per_device * local_devices
         sharding = parallel.batch_sharded(self.mesh)
@@ -75,10 +74,8 @@ class DeviceTrainIterator:
 
         self.sample_weights = None
         if config.dataset.balance == "sampling":
-            from imgcls import data
-
-            counts = data.count_labels(config, info, split)
-            weights = info_lib.balanced_class_weights(counts)
+            counts = pipeline.count_labels(config, info, split)
+            weights = balanced_class_weights(counts)
             self.sample_weights = jnp.asarray(weights, jnp.float32)
 
         self._permute = parallel.data_parallel(

@@ -3,7 +3,7 @@
 The embedded default config trains on it because it needs no download (the data ships with
 scikit-learn) and trains in seconds on a CPU. As a TFDS builder it goes through exactly the
 same reading, sharding and preprocessing code as any catalog dataset. Importing this module
-registers the builder under the name 'digits'.
+registers the builder under the name 'digits' with TFDS.
 """
 
 import numpy as np
@@ -11,6 +11,7 @@ from etils import epath
 from sklearn import datasets as sk_datasets
 
 from imgcls.data._tf import tfds
+from imgcls.data.tfds_source import TFDSSource, prepare_builder
 
 TEST_EVERY = 5  # every 5th example of each class goes to 'test' (about 20%)
 
@@ -71,3 +72,14 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split):
         for index, image, label in digits_split(split):
             yield index, {"image": image, "label": label}
+
+
+class DigitsSource(TFDSSource):
+    """The digits builder, prepared locally into config.dataset.data_dir on first use."""
+
+    def __init__(self, config):
+        data_dir = config.dataset.data_dir or None
+        # Built from scikit-learn: never look for a prepared copy on GCS.
+        download_config = tfds.download.DownloadConfig(try_download_gcs=False)
+        builder = prepare_builder(lambda: Digits(data_dir=data_dir), download_config)
+        super().__init__(config, builder)

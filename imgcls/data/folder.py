@@ -26,30 +26,19 @@ skipped files and image-size statistics.
 
 import collections
 import concurrent.futures
-import io
 import os
 import threading
 import time
-import warnings
 from array import array
 
 import numpy as np
 from absl import logging
 from etils import epath
 
-from imgcls.data import sources
 from imgcls.data._tf import tfds
-from imgcls.data.folder_scan import (  # noqa: F401  (re-exported)
-    AUTO_SPLITS,
-    FORMAT_VERSION,
-    Scan,
-    assign_split,
-    check_split_fractions,
-    config_name,
-    fingerprint,
-    printable_path,
-    scan_folder,
-)
+from imgcls.data.folder_scan import FORMAT_VERSION, config_name, fingerprint, scan_folder
+from imgcls.data.tfds_source import TFDSSource, prepare_builder
+from imgcls.images import load_image, printable_path
 
 BUILDER_NAME = "imgcls_image_folder"
 MAX_SKIPPED_LISTED = 20  # skipped files listed in the metadata and in the strict error
@@ -57,12 +46,6 @@ MAX_SKIPPED_WARNED = 5  # skipped files named in the warning
 FILES_PER_TASK = 32  # files decoded per thread-pool task
 TASKS_PER_WORKER = 4  # tasks in flight per worker thread (bounds memory, keeps order)
 MAX_WORKERS = 32
-PNG_COMPRESS_LEVEL = 1  # re-encoded images: fast, lossless
-EXIF_ORIENTATION = 0x0112
-# PIL's warnings about odd files (corrupt EXIF, palette transparency, large images): the file
-# is still read or fails with an error. Set once: catch_warnings() is not thread-safe, and
-# images are decoded in threads (preparation, predict, serve).
-warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 
 
 def _check_channels(channels):
@@ -72,85 +55,6 @@ def _check_channels(channels):
             "image folder."
         )
     return int(channels)
-
-
-def _to_8bit(image):
-    """16/32-bit integer and float images (modes I;16*, I, F) as 8-bit 'L'.
-
-    16-bit data is scaled from [0, 65535]; I and F data already in [0, 255] is kept, F data in
-    [0, 1] is scaled from it.
-    """
-    from PIL import Image
-
-    values = np.asarray(image, dtype=np.float64)
-    peak = float(values.max(initial=0.0))
-    if image.mode.startswith("I;16") or peak > 255.0:
-        values = values * (255.0 / 65535.0)
-    elif image.mode == "F" and peak <= 1.0:
-        values = values * 255.0
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-
-
-class ImageTooLarge(ValueError):
-    """An image whose decoded size is over the allowed number of pixels (a decompression bomb)."""
-
-
-def load_image(path, channels):
-    """(stored bytes, height, width, re-encoded) of an image file; raises if it is unreadable."""
-    with open(path, "rb") as f:
-        return encode_image(f.read(), channels)
-
-
-def encode_image(data, channels, max_pixels=None):
-    """(bytes TF decodes, height, width, re-encoded) of encoded image data; raises if unreadable.
-
-    The image is fully decoded by PIL (so truncated files fail here, not during training).
-    JPEG (RGB or grayscale, not EXIF-rotated) and PNG data is kept as it is; any other image
-    is converted to RGB or grayscale (channels) and re-encoded as PNG, as is a PNG with a bad
-    chunk checksum (PIL reads its pixels, TensorFlow's decoder refuses it). With max_pixels,
-    an image of more pixels raises ImageTooLarge before it is decoded.
-    """
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageTooLarge(
-                f"the image is {width}x{height} = {width * height:,} pixels, over the "
-                f"limit of {max_pixels:,} pixels; refused as a possible decompression bomb"
-            )
-        image.load()
-        fmt = image.format
-        orientation = 1
-        if fmt in ("JPEG", "MPO") and "exif" in image.info:
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-        if (fmt == "PNG" and _png_checksums_ok(data)) or (
-            fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1
-        ):
-            return data, height, width, False
-        if orientation in range(2, 9):
-            image = ImageOps.exif_transpose(image)
-            width, height = image.size
-        if image.mode in ("I", "F") or image.mode.startswith("I;"):
-            image = _to_8bit(image)
-        elif image.mode in ("P", "PA"):
-            image = image.convert("RGBA")
-        image = image.convert("L" if channels == 1 else "RGB")
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue(), height, width, True
-
-
-def _png_checksums_ok(data):
-    """Whether every chunk of a PNG has the right CRC (PIL's verify(): no pixels decoded)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-        return True
-    except Exception:  # noqa: BLE001  (SyntaxError, OSError, ...: PIL's ways to say "broken")
-        return False
 
 
 def _load_batch(root, paths, channels):
@@ -367,7 +271,7 @@ def _prepare(config, channels):
     strict = bool(ds.strict)
     download_config = tfds.download.DownloadConfig(try_download_gcs=False)
     started = time.time()
-    builder = sources.prepare_builder(
+    builder = prepare_builder(
         lambda: ImageFolder(
             scan=scan, channels=channels, strict=strict, data_dir=ds.data_dir or None
         ),
@@ -415,3 +319,32 @@ def read_metadata(config):
     """
     builder = prepared_builder(config)
     return {**dict(builder.info.metadata), "data_dir": os.fspath(builder.data_dir)}
+
+
+class FolderSource(TFDSSource):
+    """The image folder config.dataset.path as a source (prepared on first use)."""
+
+    def __init__(self, config):
+        super().__init__(config, prepared_builder(config))
+        self.metadata = dict(self.builder.info.metadata)
+
+    def recorded_image_sizes(self, split):
+        """Every image's size was recorded at preparation."""
+        recorded = self.metadata["splits"].get(split)
+        return {"sampled": recorded["examples"], **recorded["image_size"]} if recorded else None
+
+    def typical_image_shape(self):
+        """Images vary in size: the median height and width recorded at preparation."""
+        sizes = self.metadata["image_size"]
+        return (sizes["height"]["median"], sizes["width"]["median"], self.image_shape[-1])
+
+    def describe(self):
+        facts = {"folder": {"source": self.metadata["source"], "layout": self.metadata["layout"]}}
+        facts["folder"]["data_dir"] = os.fspath(self.builder.data_dir)
+        warnings = []
+        if self.metadata.get("num_skipped"):
+            first = ", ".join(s["file"] for s in self.metadata["skipped"][:5])
+            warnings.append(
+                f"{self.metadata['num_skipped']} unreadable file(s) skipped at preparation: {first}"
+            )
+        return facts, warnings

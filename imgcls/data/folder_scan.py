@@ -10,18 +10,14 @@ import re
 
 from absl import logging
 
+from imgcls.images import has_image_extension, printable_path
+
 # Bump when the prepared data changes for the same files and settings (encoding, features, ...).
 # 2: PNGs with a bad chunk checksum are re-encoded (TensorFlow cannot decode them as they are).
 FORMAT_VERSION = 2
 AUTO_SPLITS = ("train", "validation", "test")  # of root/<class>/*, in split_fractions order
 FINGERPRINT_CHARS = 12  # of the fingerprint in the builder config name
 MAX_NAME_CHARS = 40  # of the sanitized folder name in the builder config name
-# Only to recognise images misplaced directly in the root (or a split folder); class folders
-# may hold files of any name, and whatever PIL cannot read is skipped.
-IMAGE_EXTENSIONS = frozenset(
-    ".bmp .gif .jpeg .jpg .jpe .jfif .png .ppm .pgm .pbm .pnm .tif .tiff .webp .ico .tga".split()
-)
-
 LAYOUT_HELP = (
     "Expected root/<class>/<images> (split automatically into train/validation/test by "
     "config.dataset.split_fractions) or root/<split>/<class>/<images> (e.g. train/, "
@@ -81,15 +77,6 @@ def assign_split(relative_path, split_fractions):
     return [n for n, f in zip(AUTO_SPLITS, split_fractions, strict=True) if f > 0][-1]
 
 
-def printable_path(relative_path):
-    """The path as valid UTF-8 text: bytes of a file name that are not UTF-8 as backslash escapes.
-
-    (os.scandir gives such names as surrogate escapes, which TFDS and JSON cannot store.)
-    """
-    raw = relative_path.encode("utf-8", "surrogateescape")
-    return raw.decode("utf-8", "backslashreplace")
-
-
 def _entries(directory):
     """The non-hidden entries of a directory, sorted by name."""
     try:
@@ -111,10 +98,6 @@ def _is_file(entry):
         return entry.is_file()
     except OSError:
         return False
-
-
-def _looks_like_image(name):
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _walk(directory, relative, ancestors=()):
@@ -151,7 +134,7 @@ def _detect_layout(folders):
                 for entry in it:
                     if entry.name.startswith("."):
                         continue
-                    if _is_file(entry) and _looks_like_image(entry.name):
+                    if _is_file(entry) and has_image_extension(entry.name):
                         return "class"
                     holds_folders = holds_folders or _is_dir(entry)
         except OSError as e:
@@ -176,7 +159,7 @@ def scan_folder(path, split_fractions=(0.8, 0.1, 0.1)):
     if not os.path.isdir(root):
         raise _layout_error(root, "is not a folder")
     top = _entries(root)
-    images = [e.name for e in top if _is_file(e) and _looks_like_image(e.name)]
+    images = [e.name for e in top if _is_file(e) and has_image_extension(e.name)]
     if images:
         raise _layout_error(
             root,

@@ -13,9 +13,10 @@ import os
 import numpy as np
 from absl import logging
 
-from imgcls.data import info as info_lib
-from imgcls.data import preprocess, sources
+from imgcls.data import batching, preprocess, sources
 from imgcls.data._tf import AUTOTUNE, tf
+from imgcls.data.balance import balanced_class_weights
+from imgcls.data.info import DatasetInfo, split_size
 
 CACHE_MEMORY_FRACTION = 0.25  # the decoded train split is cached only below this share of RAM
 
@@ -37,7 +38,7 @@ def get_dataset_info(config):
     source = sources.get_source(config)
     ds = config.dataset
     extra = tuple(s for s in (ds.train_split, ds.validation_split, ds.eval_split) if s)
-    return info_lib.DatasetInfo(
+    return DatasetInfo(
         name=config.dataset.name,
         num_classes=source.num_classes,
         class_names=source.class_names,
@@ -54,15 +55,15 @@ def create_train_iterator(config, info, start_step=0):
     """
     if start_step < 0:
         raise ValueError(f"start_step={start_step} must be >= 0.")
-    spe = info_lib.steps_per_epoch(config, info)  # Validates the split and the batch size.
-    batch = info_lib.host_batch_size(config.batch_size)
-    index, count = info_lib.process_index_and_count()
+    spe = batching.steps_per_epoch(config, info)  # Validates the split and the batch size.
+    batch = batching.host_batch_size(config.batch_size)
+    index, count = batching.process_index_and_count()
     first_epoch, skip_batches = divmod(start_step, spe)
     source = sources.get_source(config)
     rates = None
     if config.dataset.balance == "sampling":
         counts = count_labels(config, info, config.dataset.train_split)
-        rates = info_lib.balanced_class_weights(counts)  # expected copies of each example
+        rates = balanced_class_weights(counts)  # expected copies of each example
     return _train_batches(
         config, info, source, index, count, spe, batch, first_epoch, skip_batches * batch, rates
     )
@@ -87,21 +88,16 @@ def _resample(ds, rates, key):
     return ds.enumerate().flat_map(copies).repeat()  # repeat: the stream's length varies
 
 
-def _fits_in_memory(config, source, num_examples):
+def _fits_in_memory(source, num_examples):
     """Whether this process's decoded slice of the train split fits the cache budget.
 
-    The estimate uses the static image shape, or for image folders the median image size
-    recorded at preparation; when neither is known, config.dataset.cache is trusted.
+    The estimate uses the source's typical image shape (e.g. an image folder's median size);
+    when it is not known, config.dataset.cache is trusted.
     """
-    shape = source.image_shape
-    if any(d is None for d in shape) and config.dataset.name == "folder":
-        from imgcls.data import folder
-
-        sizes = folder.read_metadata(config)["image_size"]
-        shape = (sizes["height"]["median"], sizes["width"]["median"], shape[-1])
+    shape = source.typical_image_shape()
     if any(d is None for d in shape):
         return True
-    _, count = info_lib.process_index_and_count()
+    _, count = batching.process_index_and_count()
     needed = float(np.prod(shape)) * num_examples / count
     budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * CACHE_MEMORY_FRACTION
     if needed <= budget:
@@ -119,7 +115,7 @@ def _train_batches(config, info, source, index, count, spe, batch, first_epoch, 
     ds_config = config.dataset
     split, seed = ds_config.train_split, int(config.seed)
     cached = None
-    if ds_config.cache and _fits_in_memory(config, source, info_lib.split_size(info, split)):
+    if ds_config.cache and _fits_in_memory(source, split_size(info, split)):
         cached = source.read(split, index, count).map(source.decode, num_parallel_calls=AUTOTUNE)
         cached = cached.cache()
     base_key = tf.constant([seed, index], tf.int64)
@@ -161,10 +157,10 @@ def create_eval_iterator(config, info, split=None):
     with zeros, mask False and index -1, and every process yields num_eval_batches batches.
     """
     split = split or config.dataset.eval_split
-    num_batches = info_lib.num_eval_batches(config, info, split)  # Validates split and batch.
-    batch = info_lib.host_batch_size(config.eval_batch_size, key="config.eval_batch_size")
-    index, count = info_lib.process_index_and_count()
-    first, _ = info_lib.process_slice(info_lib.split_size(info, split), index, count)
+    num_batches = batching.num_eval_batches(config, info, split)  # Validates split and batch.
+    batch = batching.host_batch_size(config.eval_batch_size, key="config.eval_batch_size")
+    index, count = batching.process_index_and_count()
+    first, _ = batching.process_slice(split_size(info, split), index, count)
     source = sources.get_source(config)
 
     def prepare(position, raw):

@@ -1,0 +1,58 @@
+"""main.py's console: flag errors in one line, and library INFO kept off the console.
+
+absl shows every library's INFO lines (Orbax, TFDS, XLA) unless told otherwise; a run's console
+should show imgcls's own lines and CLU's metric and progress lines.
+"""
+
+import logging as pylogging
+import sys
+
+import jax
+from absl import flags, logging
+
+# INFO lines kept on the console: ours, and CLU's metric and progress lines. Library chatter
+# still shows from WARNING up; `--verbosity=1` shows it all.
+CONSOLE_INFO_FROM = ("imgcls", "main.py", "logging_writer.py", "clu/platform/local.py")
+
+
+def quiet_library_info() -> None:
+    """Filters the INFO lines of libraries out of absl's console handler."""
+
+    def keep(record) -> bool:
+        if record.levelno >= pylogging.WARNING or flags.FLAGS.verbosity >= 1:
+            return True
+        return any(part in record.pathname for part in CONSOLE_INFO_FROM)
+
+    logging.get_absl_handler().python_handler.addFilter(keep)
+
+
+def parse_flags(argv):
+    """Like absl's parser, but a `--config.*` override naming no config key is one clear line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help.")
+    except (AttributeError, KeyError) as e:  # ml_collections: the override's key does not exist
+        detail = str(e).strip("'\"").replace("\\'", "'").replace("\\n", " ")
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        sys.exit(
+            f"imgcls: error: unknown config key in {' '.join(overrides)}: {detail} "
+            "(the config file's get_config() lists the valid keys)"
+        )
+
+
+def start_jax(flag_values) -> None:
+    """jax.distributed.initialize() with --distributed (before any JAX computation), then logs
+    the devices this process sees."""
+    if flag_values.distributed:
+        jax.distributed.initialize(
+            coordinator_address=flag_values.coordinator_address,
+            num_processes=flag_values.num_processes,
+            process_id=flag_values.process_id,
+        )
+    logging.info(
+        "JAX devices: %s (process %d of %d)",
+        jax.devices(),
+        jax.process_index(),
+        jax.process_count(),
+    )

@@ -1,0 +1,140 @@
+"""The run library: the dataset, model and TrainState that every mode builds a run from.
+
+Training creates the replicated TrainState (or restores it from W/checkpoints); eval, predict,
+export and serve rebuild the model from W/config.json and restore its variables alone
+(`restore_variables`), never an optimizer. Nothing here imports TensorFlow: data preparation
+reaches it only when a dataset is read.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+from flax.training import train_state
+from jax.experimental import multihost_utils
+
+from imgcls import checkpointing, data, models, optim, parallel
+from imgcls import workdir as workdir_files
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+def model_variables(state) -> dict:
+    """{'params', 'batch_stats'} of a TrainState: what the model needs to run."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def init_rng(seed: int):
+    return jax.random.fold_in(jax.random.key(seed), 0)
+
+
+def create_train_state(seed: int, model, image_shape, tx, mesh) -> TrainState:
+    """Initialises the model and optimizer directly as arrays replicated over the mesh."""
+
+    def init():
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = model.init(init_rng(seed), dummy, train=False)
+        return TrainState.create(
+            apply_fn=model.apply,
+            params=variables["params"],
+            batch_stats=variables.get("batch_stats", {}),
+            tx=tx,
+        )
+
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+
+
+def num_train_steps(config, steps_per_epoch: int) -> int:
+    if config.num_train_steps > 0:
+        return int(config.num_train_steps)
+    return max(1, int(config.num_epochs * steps_per_epoch))
+
+
+def prepare_dataset(config):
+    """Dataset info; with several processes, process 0 prepares the data while others wait."""
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            data.get_dataset_info(config)
+        multihost_utils.sync_global_devices("imgcls: dataset prepared")
+    return data.get_dataset_info(config)
+
+
+def create_model(config, num_classes: int, frozen_backbone: bool = False):
+    """The model of `config` for a dataset of `num_classes` classes.
+
+    frozen_backbone=True makes BatchNorm use its running averages in training too (in models
+    that have the option; the optimizer freezes the parameters of any model).
+    """
+    overrides = {}
+    if frozen_backbone and "frozen_backbone" in models.model_fields(config.model.name):
+        overrides["frozen_backbone"] = True
+    return models.create_model(config.model, num_classes, config.half_precision, **overrides)
+
+
+def initial_state(config, info, mesh):
+    """The freshly initialised TrainState of `config`, its schedule and its total step count.
+
+    Also the template that training checkpoints of `config` are restored into.
+    """
+    steps_per_epoch = data.steps_per_epoch(config, info)
+    total_steps = num_train_steps(config, steps_per_epoch)
+    unfreeze = optim.unfreeze_step(config, steps_per_epoch)
+    model = create_model(config, info.num_classes, optim.backbone_frozen(unfreeze, 0))
+    learning_rate_fn = optim.create_learning_rate_schedule(config, steps_per_epoch, total_steps)
+    tx = optim.create_optimizer(config, learning_rate_fn, unfreeze)
+    state = create_train_state(config.seed, model, info.image_shape, tx, mesh)
+    return state, learning_rate_fn, total_steps
+
+
+def check_config(config, info, mesh) -> None:
+    """Errors a config can only show against its dataset and devices, before any work."""
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    channels = info.image_shape[-1]
+    for key in ("mean", "std"):
+        if len(config.dataset[key]) not in (1, channels):
+            raise ValueError(
+                f"config.dataset.{key} has {len(config.dataset[key])} values but the images "
+                f"have {channels} channels; give 1 or {channels} values."
+            )
+    if config.unfreeze_after_epochs >= 0 and not config.freeze_backbone:
+        logging.warning("config.unfreeze_after_epochs has no effect without freeze_backbone.")
+
+
+def saved_dataset_info(workdir: str, config) -> dict:
+    """{'class_names', 'image_shape', ...} of the run in `workdir`.
+
+    From W/dataset_info.json; workdirs trained before it existed read the dataset instead.
+    """
+    info = workdir_files.load_dataset_info(workdir)
+    if info is None:
+        logging.info("%s has no dataset_info.json (older run): reading the dataset.", workdir)
+        info = workdir_files.dataset_info_dict(prepare_dataset(config))
+    return info
+
+
+def variable_shapes(model, image_shape) -> dict:
+    """{'params', 'batch_stats'} of `model` as shape structs, computed without initialising."""
+    shapes = jax.eval_shape(
+        functools.partial(model.init, train=False),
+        jax.random.key(0),
+        jnp.zeros((1, *image_shape), jnp.float32),
+    )
+    return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+
+
+def restore_variables(workdir: str, model, image_shape, checkpoint=None):
+    """(variables as numpy arrays, step, checkpoint name) of a checkpoint of `workdir`.
+
+    `checkpoint` is 'latest', 'best', a step, or None ('best' when one was evaluated, else
+    'latest'); a checkpoint of another model than `model` is a ValueError naming the arrays.
+    """
+    template = variable_shapes(model, image_shape)
+    with checkpointing.Checkpointer.of_workdir(workdir) as ckpt:
+        step, name = ckpt.resolve(checkpoint)
+        ckpt.check_model(step, template)
+        return ckpt.restore_variables(step), step, name
