@@ -110,6 +110,12 @@ def get_config():
     config.eval_every_epochs = 10.0
     # Stop when the validation accuracy has not improved for this many evaluations (0: off).
     config.early_stopping_patience = 0
+    # A step whose loss or gradients are not finite (NaN, infinity) leaves the state unchanged.
+    # 'stop': training stops there (exit status 3; the last good checkpoint stays the latest).
+    # 'skip': such steps are skipped and counted (skipped_steps in metrics.jsonl); training
+    # stops after max_nonfinite_steps of them in a row.
+    config.on_nonfinite = "stop"
+    config.max_nonfinite_steps = 10
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2
