@@ -13,14 +13,19 @@ from absl import flags, logging
 # INFO lines kept on the console: ours, and CLU's metric and progress lines. Library chatter
 # still shows from WARNING up; `--verbosity=1` shows it all.
 CONSOLE_INFO_FROM = ("imgcls", "main.py", "logging_writer.py", "clu/platform/local.py")
+# Library warnings that tell a user nothing (eval, predict and serve open checkpoints read-only
+# on purpose); shown with --verbosity=1.
+QUIET_WARNINGS = ("Given directory is read only",)
 
 
 def quiet_library_info() -> None:
     """Filters the INFO lines of libraries out of absl's console handler."""
 
     def keep(record) -> bool:
-        if record.levelno >= pylogging.WARNING or flags.FLAGS.verbosity >= 1:
+        if flags.FLAGS.verbosity >= 1:
             return True
+        if record.levelno >= pylogging.WARNING:
+            return not any(text in str(record.msg) for text in QUIET_WARNINGS)
         return any(part in record.pathname for part in CONSOLE_INFO_FROM)
 
     logging.get_absl_handler().python_handler.addFilter(keep)
@@ -56,3 +61,22 @@ def start_jax(flag_values) -> None:
         jax.process_index(),
         jax.process_count(),
     )
+
+
+def run_reporting_errors(run, args) -> int:
+    """run(args)'s exit status; the errors a user can act on become one line on stderr.
+
+    A run that stopped with its work saved (TrainingDiverged, interrupts.Preempted: errors with
+    an `exit_status`) says how to go on and exits with that status; a ValueError or OSError (a
+    bad value, a missing or unwritable file) exits with 1. Anything else is a bug: traceback.
+    """
+    try:
+        return run(args)
+    except Exception as e:
+        if hasattr(e, "exit_status"):
+            print(f"imgcls: {e}", file=sys.stderr)
+            return e.exit_status
+        if isinstance(e, (ValueError, OSError)):
+            print(f"imgcls: error: {e}", file=sys.stderr)
+            return 1
+        raise
