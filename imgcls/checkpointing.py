@@ -5,6 +5,7 @@ interrupted save never leaves a half-written checkpoint behind to resume from. E
 its checkpoint here: `Checkpointer.of_workdir(W).resolve('best' | 'latest' | N)`.
 """
 
+import logging
 import os
 
 import jax
@@ -15,6 +16,17 @@ from orbax.checkpoint import checkpoint_managers as policies
 BEST_METRIC = "eval_accuracy"
 DIRECTORY = "checkpoints"  # W/checkpoints
 CHOICES = "'latest', 'best' or a step number"
+
+
+class _NoReadOnlyNotice(logging.Filter):
+    """Drops Orbax's 'Given directory is read only' warning: eval, predict, export and serve
+    open the checkpoints read-only on purpose (it showed in every notebook cell that did)."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_NoReadOnlyNotice())  # Orbax logs through absl
 
 
 def _sentence(context: str, text: str) -> str:
