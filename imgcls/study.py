@@ -47,9 +47,11 @@ _STATES = {
     TrialState.RUNNING: "running",
 }
 
-# Heartbeats and fail_stale_trials are marked experimental by Optuna; they are what makes a
-# killed worker's trial visible to the others.
+# Heartbeats and fail_stale_trials are marked experimental by Optuna, and meant for
+# Study.optimize; with ask and tell (Claims, heartbeat) they make a killed launcher's trial
+# visible to the others all the same.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
 
 
 class StudyError(ValueError):
@@ -188,6 +190,8 @@ def open_study(storage, name: str, space: dict, sampler, startup_trials: int) ->
             sampler=sampler,
             pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials),
         )
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise StudyError(f"study {name!r} minimises; sweeps maximise --metric.")
         recorded = study.user_attrs.get(SPACE_ATTR)
         if recorded is None:
             study.set_user_attr(SPACE_ATTR, space)
@@ -199,8 +203,6 @@ def open_study(storage, name: str, space: dict, sampler, startup_trials: int) ->
             )
     except sqlalchemy.exc.SQLAlchemyError as e:
         raise StudyError(describe_error(storage.url, e)) from None
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise StudyError(f"study {name!r} minimises; sweeps maximise --metric.")
     return study
 
 
@@ -215,7 +217,8 @@ def load(url: str, name: str | None = None) -> optuna.Study:
         name = names[0]
     if name not in names:
         known = ", ".join(names) or "none"
-        raise StudyError(f"no study {name!r} in {redact(url)} (its studies: {known}).")
+        what = "name the study with --study_name" if name is None else f"no study {name!r}"
+        raise StudyError(f"{what} in {redact(url)} (its studies: {known}).")
     return optuna.load_study(study_name=name, storage=storage)
 
 

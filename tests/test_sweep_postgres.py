@@ -268,3 +268,47 @@ class socket_on_free_port:
 
     def __exit__(self, *exc):
         self.sock.close()
+
+
+def test_claims_keep_the_budget_when_two_launchers_take_the_last_place_at_once(postgres):
+    """B read the counts before A's claim landed: B's trial is numbered after A's, so B sees A's
+    below it and puts its own back in the queue unrun; it runs once A's trial has failed."""
+    import threading
+
+    import optuna
+
+    url, name = postgres.url(), "race"
+    stores = [study_lib.open_storage(url, heartbeat_s=1) for _ in range(2)]  # two connections
+    space = {"base_config": "configs/default.py", "params": {}}
+    sampler = study_lib.make_sampler("random", 0)
+    a, b = (
+        study_lib.Claims(study_lib.open_study(s, name, space, sampler, 1), s, 1, 0.01)
+        for s in stores
+    )
+    never = threading.Event()
+    first = a.claim(never)
+    assert first.number == 0
+
+    stop, calls = threading.Event(), []
+
+    def stale_counts():  # what B read before A's claim; the second look ends the test's wait
+        calls.append(1)
+        if len(calls) > 1:
+            stop.set()
+        return {"finished": 0, "running": 0}
+
+    b.counts = stale_counts
+    assert b.claim(stop) is None
+    states = [t.state for t in trials_of(url, name)]
+    assert states == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING]
+
+    assert study_lib.finish(a.study, first, "failed")
+    del b.counts
+    second = b.claim(never)
+    assert second.number == 1  # the queued trial, not a new one
+    assert study_lib.finish(b.study, second, "done", 0.9)
+    assert a.claim(never) is None and b.claim(never) is None  # the budget is full
+    assert [t.state for t in trials_of(url, name)] == [
+        optuna.trial.TrialState.FAIL,
+        optuna.trial.TrialState.COMPLETE,
+    ]
