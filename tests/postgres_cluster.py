@@ -51,12 +51,14 @@ class Cluster:
 
     def __init__(self, bindir: str):
         self.bindir = bindir
-        self.root = tempfile.mkdtemp(prefix="imgcls-pg-")
+        root = os.geteuid() == 0
+        # Under root the cluster's user must reach its folder: /tmp, whatever TMPDIR says.
+        self.root = tempfile.mkdtemp(prefix="imgcls-pg-", dir="/tmp" if root else None)
         self.data = os.path.join(self.root, "data")
         self.password = secrets.token_hex(8)
         self.port = None
         self.owner = None
-        if os.geteuid() == 0:
+        if root:
             try:
                 self.owner = pwd.getpwnam("postgres")
             except KeyError as e:
