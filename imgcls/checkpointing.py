@@ -13,6 +13,7 @@ for 'latest' or 'best', falls back to the newest intact step, saying so.
 
 import contextlib
 import json
+import logging as pylogging
 import os
 import shutil
 import zlib
@@ -66,6 +67,17 @@ def checksums(tree) -> dict[str, str]:
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+class _NoReadOnlyNotice(pylogging.Filter):
+    """Drops Orbax's 'Given directory is read only' warning: eval, predict, export and serve
+    open the checkpoints read-only on purpose (it showed in every notebook cell that did)."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+pylogging.getLogger("absl").addFilter(_NoReadOnlyNotice())  # Orbax logs through absl
 
 
 def _sentence(context: str, text: str) -> str:

@@ -13,19 +13,14 @@ from absl import flags, logging
 # INFO lines kept on the console: ours, and CLU's metric and progress lines. Library chatter
 # still shows from WARNING up; `--verbosity=1` shows it all.
 CONSOLE_INFO_FROM = ("imgcls", "main.py", "logging_writer.py", "clu/platform/local.py")
-# Library warnings that tell a user nothing (eval, predict and serve open checkpoints read-only
-# on purpose); shown with --verbosity=1.
-QUIET_WARNINGS = ("Given directory is read only",)
 
 
 def quiet_library_info() -> None:
     """Filters the INFO lines of libraries out of absl's console handler."""
 
     def keep(record) -> bool:
-        if flags.FLAGS.verbosity >= 1:
+        if record.levelno >= pylogging.WARNING or flags.FLAGS.verbosity >= 1:
             return True
-        if record.levelno >= pylogging.WARNING:
-            return not any(text in str(record.msg) for text in QUIET_WARNINGS)
         return any(part in record.pathname for part in CONSOLE_INFO_FROM)
 
     logging.get_absl_handler().python_handler.addFilter(keep)
