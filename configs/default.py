@@ -34,7 +34,9 @@ def get_config():
     config.dataset.cache = True  # cache decoded examples in memory (small datasets only)
     # 'tf': tf.data on the host. 'device': the whole train split as uint8 on the accelerators,
     # shuffled and augmented (crop, flip, erasing) in JAX; for datasets that fit in memory.
-    config.dataset.pipeline = "tf"
+    # 'auto': 'device' when the decoded split takes at most a quarter of a device's memory and
+    # every augmentation on has a JAX implementation, else 'tf' (the log says which and why).
+    config.dataset.pipeline = "auto"
     # Class imbalance: 'none', 'loss' (class-weighted loss) or 'sampling' (balanced batches).
     config.dataset.balance = "none"
     config.dataset.mean = (0.5,)  # per-channel, in [0, 1] units; applied on device

@@ -11,9 +11,9 @@ import numbers
 
 from imgcls import models, optim
 from imgcls.data.balance import BALANCE_MODES
+from imgcls.data.choice import PIPELINES
 
 AUTO = "auto"  # resolved from the data (image folders)
-PIPELINES = ("tf", "device")
 ON_NONFINITE = ("stop", "skip")
 
 

@@ -109,7 +109,7 @@ def plot_image_rows(rows, path, title):
 
 def augmented_copies(config, info, image, label):
     """AUGMENTED_COPIES training augmentations of one decoded image (as training applies them)."""
-    if config.dataset.pipeline == "device":
+    if data.resolve_pipeline(config, info, log=False).dataset.pipeline == "device":
         example = {"image": tf.constant(image), "label": tf.constant(label)}
         resized = preprocess.preprocess_eval(example, config, info.image_shape)["image"].numpy()
         augment = functools.partial(jax_augment.augment_batch, aug=config.augment)

@@ -223,6 +223,22 @@ def _divergence_advice(config, ckpt) -> str:
     return f"{saved} Try {', or '.join(tries)}."
 
 
+def _resumed_pipeline(config, workdir: str):
+    """config, with pipeline 'auto' set to the pipeline the run in `workdir` started with (a
+    resume must read the same batches, even where 'auto' would now choose otherwise)."""
+    if config.dataset.pipeline != "auto":
+        return config
+    try:
+        saved = workdir_files.load_config(workdir).dataset.pipeline
+    except (FileNotFoundError, AttributeError, ValueError):
+        return config
+    if saved == "auto" or not os.path.isdir(os.path.join(workdir, checkpointing.DIRECTORY)):
+        return config
+    config = config.copy_and_resolve_references()
+    config.dataset.pipeline = saved
+    return config
+
+
 def _logged_rows(workdir: str, until_step: int) -> list[dict]:
     """The rows metrics.jsonl holds up to a step (what a resumed run has logged already)."""
     return [r for r in workdir_files.read_metrics(workdir) if r["step"] <= until_step]
@@ -248,6 +264,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     info = state_lib.prepare_dataset(config)
     config = data.resolve_splits(config, info)
     info = data.get_dataset_info(config)
+    config = data.resolve_pipeline(_resumed_pipeline(config, workdir), info)
     mesh = parallel.create_mesh()
     state_lib.check_config(config, info, mesh)
 

@@ -299,6 +299,7 @@ def test_main_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_f
 def test_train_split_too_big_for_memory_is_not_cached(digits_config, monkeypatch, caplog):
     from imgcls.data import pipeline
 
+    digits_config.dataset.pipeline = "tf"  # the tf.data pipeline's cache
     info = data.get_dataset_info(digits_config)
     small = data.create_train_iterator(digits_config, info)
     assert "Not caching" not in caplog.text
