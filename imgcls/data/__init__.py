@@ -54,8 +54,7 @@ def create_train_iterator(config, info, start_step=0, mesh=None):
         return device_pipeline.DeviceTrainIterator(config, info, start_step, mesh)
     if config.dataset.pipeline != "tf":
         raise ValueError(
-            f"config.dataset.pipeline='{config.dataset.pipeline}' is not 'auto', 'tf' or "
-            "'device'."
+            f"config.dataset.pipeline='{config.dataset.pipeline}' is not 'auto', 'tf' or 'device'."
         )
     from imgcls.data import pipeline
 
