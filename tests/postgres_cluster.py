@@ -99,7 +99,7 @@ class Cluster:
             self.port = _free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                "-c max_connections=50"
+                "-c max_connections=200"
             )
             try:
                 self._run("pg_ctl", "-D", self.data, "-o", options, "-l", self.log, "-w", "start")

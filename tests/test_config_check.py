@@ -37,7 +37,11 @@ BAD = [
     ("dataset.std", (0.0,), "config.dataset.std=(0.0,) must be a list of numbers > 0"),
     ("dataset.channels", 2, "config.dataset.channels=2 must be one of 1, 3 (or 'auto')"),
     ("dataset.split_fractions", (0.5, 0.5, 0.5), "must be 3 numbers >= 0 that sum to 1"),
-    ("dataset.pipeline", "threads", "config.dataset.pipeline='threads' must be one of 'tf'"),
+    (
+        "dataset.pipeline",
+        "threads",
+        "config.dataset.pipeline='threads' must be one of 'auto', 'tf', 'device'",
+    ),
     ("augment.area_range", (0.5, 0.2), "must be 2 numbers with 0 < low <= high <= 1"),
     ("augment.hue", 0.7, "config.augment.hue=0.7 must be in [0, 0.5]"),
     ("label_smoothing", 1.0, "config.label_smoothing=1.0 must be in [0, 1)"),

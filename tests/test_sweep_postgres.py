@@ -5,6 +5,7 @@ Skipped, saying why, only where PostgreSQL or its driver is not installed
 """
 
 import csv
+import functools
 import json
 import os
 import signal
@@ -105,12 +106,19 @@ def finish(proc, timeout=600):
     return out
 
 
+@functools.cache
+def storage_of(url):
+    """One storage per database for the test process: polling must not open an engine (and
+    its pooled connections) per call, or the server runs out of connection slots."""
+    return study_lib.open_storage(url)
+
+
 def trials_of(url, name):
     """The study's trials; none while no launcher has created it yet."""
     import optuna
 
     try:
-        return optuna.load_study(study_name=name, storage=url).get_trials()
+        return optuna.load_study(study_name=name, storage=storage_of(url)).get_trials()
     except KeyError:
         return []
 
@@ -127,7 +135,7 @@ def test_two_launchers_share_a_study_and_prune_across_machines(
 
     url, name = postgres.url(), "side_by_side"
     spec = write_space(tmp_path, data_dir, [GOOD, BAD])
-    seed = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    seed = optuna.create_study(study_name=name, storage=storage_of(url), direction="maximize")
     for lr in (GOOD, BAD, BAD, BAD):  # the queue fixes which trial is good, not who runs it
         seed.enqueue_trial({"learning_rate": lr})
     workdir = tmp_path / "shared"  # one workdir that both "machines" see
