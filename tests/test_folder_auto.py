@@ -128,10 +128,10 @@ def test_explicit_values_win():
             {"train": 10, "holdout": 5},
             {},
             [
-                "split(s) 'holdout', which are no common split name (recognised: 'train' (train))",
-                "--config.dataset.validation_split=<name> --config.dataset.eval_split=<name>",
-                "e.g. --config.dataset.train_split=holdout",
-                "training_set",
+                "has the split(s) 'holdout', whose role its name does not tell (recognised: "
+                "'train' as train). Say what each is, e.g. "
+                "--config.dataset.validation_split=holdout, or rename it: train: train/training/",
+                "test: test/testing/test_set/eval/tst (any case)",
             ],
         ),
         (
@@ -176,7 +176,7 @@ def test_split_folders_found_and_validation_stratified(tmp_path):
     # The carved validation part is stratified: 2 of each class's 20.
     assert data.count_labels(resolved, info, "Training_Set[54:]").tolist() == [2, 2, 2]
     assert data.count_labels(resolved, info, "TEST").tolist() == [4, 4, 4]
-    with pytest.raises(ValueError, match="'holdout'.*--config.dataset.eval_split=<name>"):
+    with pytest.raises(ValueError, match="'holdout'.*--config.dataset.validation_split=holdout"):
         os.rename(os.path.join(root, "TEST"), os.path.join(root, "holdout"))
         folder.clear_cache()
         data.resolve_dataset(config)

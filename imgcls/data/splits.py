@@ -79,13 +79,13 @@ def _found_roles(ds, base_splits, dataset_name):
         else:
             found[role] = name
     if unknown:
-        known = ", ".join(f"'{n}' ({r})" for r, n in found.items()) or "none"
-        hints = " ".join(flag(ROLE_KEYS[r], "<name>") for r in ROLE_KEYS if r not in found)
+        known = ", ".join(f"'{n}' as {r}" for r, n in found.items()) or "none"
+        missing = [ROLE_KEYS[r] for r in ROLE_KEYS if r not in found] or ["train_split"]
         raise ValueError(
-            f"Dataset '{dataset_name}' has the split(s) {_listed(unknown)}, which are no "
-            f"common split name (recognised: {known}). Name the role of each with "
-            f"{hints or flag('train_split')} (e.g. {flag('train_split', unknown[0])}), or "
-            f"rename the folders: train: {'/'.join(SPLIT_NAMES['train'])}; validation: "
+            f"Dataset '{dataset_name}' has the split(s) {_listed(unknown)}, whose role its name "
+            f"does not tell (recognised: {known}). Say what each is, e.g. "
+            f"{flag(missing[0], unknown[0])}, or rename it: train: "
+            f"{'/'.join(SPLIT_NAMES['train'])}; validation: "
             f"{'/'.join(SPLIT_NAMES['validation'])}; test: {'/'.join(SPLIT_NAMES['test'])} "
             "(any case)."
         )
