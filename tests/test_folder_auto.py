@@ -73,7 +73,8 @@ def plan(split_sizes, **dataset):
             config.dataset[key] = value
     resolved, notes = splits.split_plan(config, split_sizes, "folder")
     ds = resolved.dataset
-    return (ds.train_split, ds.validation_split, ds.eval_split), notes
+    roles = (ds.train_split, ds.validation_split, ds.eval_split)
+    return roles, [splits.describe_splits(resolved, split_sizes), *notes]
 
 
 def test_every_common_split_name_in_any_case():
@@ -119,6 +120,8 @@ def test_explicit_values_win():
     assert roles == ("train", "", "test")  # no validation split: validate on eval_split
     roles, _ = plan({"a": 100, "b": 30}, train_split="a", validation_split="", eval_split="b")
     assert roles == ("a", "", "b")
+    roles, _ = plan({"train": 100, "val": 20, "test": 30}, eval_split="val+test[:50%]")
+    assert roles == ("train", "val", "val+test[:50%]")  # TFDS split expressions work too
 
 
 @pytest.mark.parametrize(

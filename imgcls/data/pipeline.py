@@ -70,7 +70,8 @@ def resolve_dataset(config):
     config, notes = splits.split_plan(config, sizes, ds.name)
     stats = source.image_statistics(splits.base_split(config.dataset.train_split))
     config, more = auto.resolve_images(config, stats, source.image_shape, ds.name)
-    return config, get_dataset_info(config), notes + more
+    info = get_dataset_info(config)
+    return config, info, [splits.describe_splits(config, info.split_sizes), *notes, *more]
 
 
 def create_train_iterator(config, info, start_step=0):

@@ -38,6 +38,11 @@ def base_split(split):
     return split.split("[", 1)[0]
 
 
+def _named_splits(value):
+    """The splits a TFDS split expression names: ['val', 'test'] of 'val+test[:50%]'."""
+    return [base_split(part.strip()) for part in value.split("+")]
+
+
 def _role_of(name):
     return next((role for role, names in SPLIT_NAMES.items() if name.lower() in names), None)
 
@@ -46,13 +51,16 @@ def _check_explicit(ds, split_sizes, base_splits, dataset_name):
     """Every split key given explicitly names a split the dataset has."""
     for role, key in ROLE_KEYS.items():
         value = ds[key]
-        if not value or is_auto(value) or value in split_sizes or base_split(value) in base_splits:
+        if not value or is_auto(value) or value in split_sizes:
+            continue
+        unknown = [s for s in _named_splits(value) if s not in base_splits]
+        if not unknown:
             continue
         guesses = [s for s in base_splits if _role_of(s) == role]
         fix = flag(key, guesses[0]) if guesses else f"{flag(key)} with one of them"
         raise ValueError(
             f"config.dataset.{key}='{value}': dataset '{dataset_name}' has no split "
-            f"'{base_split(value)}'. Its splits: {_listed(base_splits)}. Set {fix}"
+            f"'{unknown[0]}'. Its splits: {_listed(base_splits)}. Set {fix}"
             + (f", or {flag(key, 'auto')} to find it by its name." if key != "eval_split" else ".")
         )
 
@@ -64,7 +72,12 @@ def _listed(names):
 def _found_roles(ds, base_splits, dataset_name):
     """{role: split name} of the dataset's splits that common names identify; raises for split
     names it cannot place while some split key is 'auto'."""
-    explicit = {base_split(ds[k]) for k in ROLE_KEYS.values() if ds[k] and not is_auto(ds[k])}
+    explicit = {
+        name
+        for key in ROLE_KEYS.values()
+        if ds[key] and not is_auto(ds[key])
+        for name in _named_splits(ds[key])
+    }
     found, unknown = {}, []
     for name in sorted(base_splits):
         role = _role_of(name)
@@ -94,7 +107,7 @@ def _found_roles(ds, base_splits, dataset_name):
 
 def split_plan(config, split_sizes, dataset_name=None):
     """(a copy of config with its split keys resolved, notes for the log) over the dataset's
-    splits (split_sizes: {name: examples}).
+    splits (split_sizes: {name: examples}); describe_splits states the result.
 
     'auto' keys are found by name; validation_fraction ('auto' or a number) carves the
     validation split off the training split, as exact absolute slices (saved so in
@@ -153,7 +166,7 @@ def split_plan(config, split_sizes, dataset_name=None):
                 f"Dataset '{name}' has no test split and no validation split: set "
                 f"{flag('eval_split')} or {flag('validation_fraction', AUTO_VALIDATION_FRACTION)}."
             )
-    return config, [describe_splits(config, split_sizes), *notes]
+    return config, notes
 
 
 def _carve(config, split_sizes):
