@@ -1,12 +1,14 @@
 # `make train`: set up .venv and train the embedded default (configs/default.py).
 # `make test`: set up .venv and run the whole test suite.
+# `make test-sweep-db`: install PostgreSQL if missing (root with apt) and run the sweep tests on a
+# real database (they start and stop a throw-away cluster of their own).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint clean
+.PHONY: install train test test-sweep-db lint clean
 
 install: $(STAMP)
 
@@ -22,6 +24,10 @@ train: $(STAMP)
 # Test files run on all cores (-n auto): XLA compiles mostly on one thread per process.
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile tests
+
+test-sweep-db: $(STAMP)
+	bash .ci/install_postgres
+	$(PY) -m pytest -q -rs tests/test_sweep_postgres.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

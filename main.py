@@ -7,14 +7,21 @@ then used with `--mode=eval`, `--mode=predict --workdir=W image.jpg photos/`,
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up noise out
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from imgcls import cli, evaluate, export, inspection, predict, serve, train  # noqa: E402
+from imgcls import (  # noqa: E402
+    cli,
+    evaluate,
+    export,
+    inspection,
+    predict,
+    serve,
+    train,  # noqa: E402
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, logs and reports.")
@@ -119,11 +126,7 @@ def main(argv):
         raise app.UsageError(f"--config is required for --mode={FLAGS.mode}: configs/default.py?")
     cli.quiet_library_info()
     cli.start_jax(FLAGS)
-    try:
-        return run(argv[1:])
-    except (ValueError, FileNotFoundError) as e:
-        print(f"imgcls: error: {e}", file=sys.stderr)
-        return 1
+    return cli.run_reporting_errors(run, argv[1:])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 from setuptools import find_packages, setup
 
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"]
+# Optuna studies on PostgreSQL, shared by sweep launchers on several machines (imgcls/study.py).
+SWEEP_DB = ["psycopg[binary]>=3.2"]
+# examples/quickstart.ipynb, run top to bottom by tests/test_notebook.py in a real kernel.
+NOTEBOOK = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
 
 setup(
     name="imgcls",
@@ -30,7 +34,9 @@ setup(
     ],
     extras_require={
         "serve": SERVE,
-        # The tests cover the web app: its test client (httpx) and a real browser (selenium).
+        "sweep-db": SWEEP_DB,
+        # The tests cover the web app: its test client (httpx) and a real browser (selenium),
+        # sweeps on a real PostgreSQL, and the notebook.
         "dev": [
             "pytest>=8",
             "pytest-xdist>=3.5",
@@ -38,6 +44,8 @@ setup(
             "httpx>=0.27",
             "selenium>=4.20",
             *SERVE,
+            *SWEEP_DB,
+            *NOTEBOOK,
         ],
     },
 )

@@ -57,14 +57,14 @@ def benchmark(case: str, batch_size: int, steps: int, half_precision: bool) -> d
         },
     )
     t0 = time.perf_counter()
-    state, metrics = p_train(state, batch)
+    state, metrics, _ = p_train(state, batch)
     jax.block_until_ready((state, metrics))
     compile_s = time.perf_counter() - t0
-    state, metrics = p_train(state, batch)  # one warm step after compilation
+    state, metrics, _ = p_train(state, batch)  # one warm step after compilation
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, metrics = p_train(state, batch)
+        state, metrics, _ = p_train(state, batch)
     jax.block_until_ready((state, metrics))
     step_s = (time.perf_counter() - t0) / steps
     return dict(

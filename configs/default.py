@@ -43,7 +43,9 @@ def get_config():
     config.dataset.cache = True  # cache decoded examples in memory (small datasets only)
     # 'tf': tf.data on the host. 'device': the whole train split as uint8 on the accelerators,
     # shuffled and augmented (crop, flip, erasing) in JAX; for datasets that fit in memory.
-    config.dataset.pipeline = "tf"
+    # 'auto': 'device' when the decoded split takes at most a quarter of a device's memory and
+    # every augmentation on has a JAX implementation, else 'tf' (the log says which and why).
+    config.dataset.pipeline = "auto"
     # Class imbalance: 'none', 'loss' (class-weighted loss) or 'sampling' (balanced batches).
     config.dataset.balance = "none"
     config.dataset.mean = (0.5,)  # per-channel, in [0, 1] units; applied on device
@@ -121,6 +123,12 @@ def get_config():
     config.eval_every_epochs = 10.0
     # Stop when the validation accuracy has not improved for this many evaluations (0: off).
     config.early_stopping_patience = 0
+    # A step whose loss or gradients are not finite (NaN, infinity) leaves the state unchanged.
+    # 'stop': training stops there (exit status 3; the last good checkpoint stays the latest).
+    # 'skip': such steps are skipped and counted (skipped_steps in metrics.jsonl); training
+    # stops after max_nonfinite_steps of them in a row.
+    config.on_nonfinite = "stop"
+    config.max_nonfinite_steps = 10
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2

@@ -3,18 +3,81 @@
 Orbax writes each step into a temporary folder and renames it when complete, so an
 interrupted save never leaves a half-written checkpoint behind to resume from. Every mode finds
 its checkpoint here: `Checkpointer.of_workdir(W).resolve('best' | 'latest' | N)`.
+
+Files can still rot or be cut short afterwards (a full disk, a copy that stopped, bad storage),
+and Orbax restores some damage without a word. So every save also writes the CRC-32 of each
+array (W/checkpoints/checksums/<step>.json), and every restore checks them: a damaged step
+raises CorruptCheckpoint naming the step and the array or file, and a resume, or a mode asking
+for 'latest' or 'best', falls back to the newest intact step, saying so.
 """
 
+import contextlib
+import json
+import logging as pylogging
 import os
+import shutil
+import zlib
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from flax import serialization
 from orbax.checkpoint import checkpoint_managers as policies
+
+from imgcls import files
 
 BEST_METRIC = "eval_accuracy"
 DIRECTORY = "checkpoints"  # W/checkpoints
+CHECKSUMS = "checksums"  # W/checkpoints/checksums/<step>.json
+CORRUPT = "corrupt_checkpoints"  # W/corrupt_checkpoints/<step>: set aside by a resume
 CHOICES = "'latest', 'best' or a step number"
+VARIABLES = ("params", "batch_stats")
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint step whose files are damaged or incomplete."""
+
+    def __init__(self, directory: str, step: int, detail: str):
+        self.step = step
+        super().__init__(
+            f"Checkpoint step {step} in {directory} is corrupt or incomplete: {detail}"
+        )
+
+
+def _host(leaf) -> np.ndarray:
+    """A leaf's value on this host (a replicated array's local copy in multi-process runs)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        leaf = leaf.addressable_data(0)
+    return np.ascontiguousarray(np.asarray(leaf))
+
+
+def checksums(tree) -> dict[str, str]:
+    """{'['params']['Conv_0']['kernel']': crc32 of dtype, shape and bytes, ...} of a TrainState
+    or a {'params', 'batch_stats'} dict: the same paths for both."""
+    flat = jax.tree_util.tree_flatten_with_path(serialization.to_state_dict(tree))[0]
+    sums = {}
+    for path, leaf in flat:
+        value = _host(leaf)
+        header = f"{value.dtype.str}{value.shape}".encode()
+        sums[jax.tree_util.keystr(path)] = f"{zlib.crc32(value.tobytes(), zlib.crc32(header)):08x}"
+    return sums
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+class _NoReadOnlyNotice(pylogging.Filter):
+    """Drops Orbax's 'Given directory is read only' warning: eval, predict, export and serve
+    open the checkpoints read-only on purpose (it showed in every notebook cell that did)."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+pylogging.getLogger("absl").addFilter(_NoReadOnlyNotice())  # Orbax logs through absl
 
 
 def _sentence(context: str, text: str) -> str:
@@ -27,6 +90,7 @@ class Checkpointer:
 
     def __init__(self, directory: str, keep: int = 2, read_only: bool = False):
         self.directory = os.path.abspath(directory)
+        self.read_only = read_only
         preserve = policies.AnyPreservationPolicy(
             [
                 policies.LatestN(n=max(1, keep)),
@@ -123,13 +187,72 @@ class Checkpointer:
             return
         if metrics is not None:
             metrics = {k: float(v) for k, v in metrics.items()}
+        sums = checksums(state)  # before Orbax starts: the arrays are the ones it saves
+        if jax.process_index() == 0:
+            os.makedirs(self._checksum_dir, exist_ok=True)
+            files.write_json(os.path.join(self._checksum_dir, f"{step}.json"), sums)
+            self._prune_checksums(keep=step)
         self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
 
+    @property
+    def _checksum_dir(self) -> str:
+        return os.path.join(self.directory, CHECKSUMS)
+
+    def _prune_checksums(self, keep: int) -> None:
+        """Drops the checksum files of steps that are gone."""
+        wanted = {*self.all_steps(), keep}
+        for name in os.listdir(self._checksum_dir):
+            step = name.removesuffix(".json")
+            if step.isdigit() and int(step) not in wanted:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self._checksum_dir, name))
+
+    def verify(self, step: int, tree, only=None) -> None:
+        """CorruptCheckpoint unless `tree`, as restored from `step`, has the arrays saved there
+        (the paths under `only`, e.g. ('params', 'batch_stats'), when given). Checkpoints
+        saved before checksums existed are not checked."""
+        try:
+            with open(os.path.join(self._checksum_dir, f"{step}.json"), encoding="utf-8") as f:
+                expected = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            raise CorruptCheckpoint(self.directory, step, f"its checksums: {_first_line(e)}") from e
+        actual = checksums(tree)
+        prefixes = tuple(f"['{key}']" for key in only) if only else ("",)
+        for path, crc in expected.items():
+            if path.startswith(prefixes) and actual.get(path) != crc:
+                found = "missing" if path not in actual else f"crc32 {actual[path]}, saved {crc}"
+                raise CorruptCheckpoint(self.directory, step, f"array {path} ({found})")
+
     def restore(self, state, step: int | None = None):
-        """Restores into the structure and shardings of `state` (latest step by default)."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"No checkpoint in {self.directory}.")
+        """Restores into the structure and shardings of `state`: checkpoint `step`, or by default
+        the newest intact one (damaged newer steps are logged and, unless read-only, set aside
+        in W/corrupt_checkpoints so that training can save those steps again)."""
+        if step is not None:
+            return self._restore(state, step)
+        corrupt = []
+        for candidate in sorted(self.all_steps(), reverse=True):
+            try:
+                restored = self._restore(state, candidate)
+            except CorruptCheckpoint as e:
+                logging.warning("%s Trying the previous step.", e)
+                corrupt.append(candidate)
+                continue
+            if corrupt:
+                logging.warning("Restored step %d, the newest intact checkpoint.", candidate)
+                self._set_aside(corrupt)
+            return restored
+        if corrupt:
+            raise CorruptCheckpoint(
+                self.directory,
+                corrupt[0],
+                f"and so are all {len(corrupt)} saved steps "
+                f"{sorted(corrupt)}; train in a fresh --workdir",
+            )
+        raise FileNotFoundError(f"No checkpoint in {self.directory}.")
+
+    def _restore(self, state, step: int):
         if step not in self.manager.all_steps():
             raise FileNotFoundError(
                 f"No checkpoint for step {step} in {self.directory}; "
@@ -138,13 +261,22 @@ class Checkpointer:
         self.check_model(step, {"params": state.params, "batch_stats": state.batch_stats})
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except (ValueError, KeyError) as e:
-            raise ValueError(
-                f"Checkpoint step {step} in {self.directory} does not match the model of this "
-                f"config (different model, width or class count?). Use a fresh --workdir or "
-                f"the config the checkpoint was trained with. Orbax said: {e}"
-            ) from e
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # noqa: BLE001  (TensorStore, JSON, OS errors: damaged files)
+            raise CorruptCheckpoint(self.directory, step, _first_line(e)) from e
+        self.verify(step, restored)
+        return restored
+
+    def _set_aside(self, steps) -> None:
+        """Moves damaged step folders to W/corrupt_checkpoints (kept for inspection)."""
+        if self.read_only or jax.process_index() > 0:
+            return
+        target = os.path.join(os.path.dirname(self.directory), CORRUPT)
+        os.makedirs(target, exist_ok=True)
+        for step in steps:
+            shutil.move(os.path.join(self.directory, str(step)), os.path.join(target, str(step)))
+            logging.warning("Moved the damaged checkpoint step %d to %s.", step, target)
+        self.manager.reload()
 
     def restore_variables(self, step: int) -> dict:
         """{'params', 'batch_stats'} of checkpoint `step` as numpy arrays, read without a template.
@@ -153,16 +285,59 @@ class Checkpointer:
         model, class count or optimizer (imgcls.warm_start starts other runs from it).
         """
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        tree = self.manager.item_metadata(step)
         abstract = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-            dict(getattr(tree, "tree", tree)),
+            self._metadata(step),
         )
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        return {
-            key: jax.tree.map(np.asarray, restored.get(key) or {})
-            for key in ("params", "batch_stats")
-        }
+        try:
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # noqa: BLE001  (TensorStore, JSON, OS errors: damaged files)
+            raise CorruptCheckpoint(self.directory, step, _first_line(e)) from e
+        variables = {key: jax.tree.map(np.asarray, restored.get(key) or {}) for key in VARIABLES}
+        self.verify(step, variables, only=VARIABLES)
+        return variables
+
+    def restore_checked_variables(self, checkpoint, template) -> tuple[dict, int, str]:
+        """(variables, step, name) of `checkpoint` (as resolve() takes it), checked against the
+        model's `template` ({'params', 'batch_stats'} shapes). A damaged 'latest' or 'best'
+        falls back to the newest intact step, saying so; a damaged step number is an error."""
+        step, name = self.resolve(checkpoint)
+        candidates = [step]
+        if name in ("latest", "best"):
+            candidates += [s for s in sorted(self.all_steps(), reverse=True) if s != step]
+        for candidate in candidates:
+            try:
+                self.check_model(candidate, template)
+                variables = self.restore_variables(candidate)
+            except CorruptCheckpoint as e:
+                if len(candidates) == 1:
+                    raise CorruptCheckpoint(
+                        self.directory,
+                        candidate,
+                        f"{str(e).split(': ', 1)[1]}. Saved steps: {self.all_steps()}; give "
+                        "another --checkpoint.",
+                    ) from e
+                logging.warning("%s Trying an older step.", e)
+                continue
+            if candidate != step:
+                logging.warning(
+                    "Using step %d, the newest intact checkpoint (the %s step, %d, is damaged).",
+                    candidate,
+                    name,
+                    step,
+                )
+            return variables, candidate, name
+        raise CorruptCheckpoint(
+            self.directory, step, f"and so is every saved step {self.all_steps()}"
+        )
+
+    def _metadata(self, step: int) -> dict:
+        """The saved tree's structure (shapes and dtypes), or CorruptCheckpoint."""
+        try:
+            tree = self.manager.item_metadata(step)
+            return dict(getattr(tree, "tree", tree))
+        except Exception as e:  # noqa: BLE001  (an emptied or cut _METADATA: JSON, OS errors)
+            raise CorruptCheckpoint(self.directory, step, _first_line(e)) from e
 
     def check_model(self, step: int, variables: dict) -> None:
         """ValueError naming the differences when checkpoint `step` holds another model than
@@ -186,7 +361,7 @@ class Checkpointer:
                 if jax.tree_util.keystr(path).startswith(("['params']", "['batch_stats']"))
             }
 
-        saved = shapes(self.manager.item_metadata(step))
+        saved = shapes(self._metadata(step))
         wanted = shapes({k: variables[k] for k in ("params", "batch_stats")})
         problems = [f"{k} missing from the checkpoint" for k in wanted if k not in saved]
         problems += [f"{k} not in this model" for k in saved if k not in wanted]

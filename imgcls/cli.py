@@ -56,3 +56,22 @@ def start_jax(flag_values) -> None:
         jax.process_index(),
         jax.process_count(),
     )
+
+
+def run_reporting_errors(run, args) -> int:
+    """run(args)'s exit status; the errors a user can act on become one line on stderr.
+
+    A run that stopped with its work saved (TrainingDiverged, interrupts.Preempted: errors with
+    an `exit_status`) says how to go on and exits with that status; a ValueError or OSError (a
+    bad value, a missing or unwritable file) exits with 1. Anything else is a bug: traceback.
+    """
+    try:
+        return run(args)
+    except Exception as e:
+        if hasattr(e, "exit_status"):
+            print(f"imgcls: {e}", file=sys.stderr)
+            return e.exit_status
+        if isinstance(e, (ValueError, OSError)):
+            print(f"imgcls: error: {e}", file=sys.stderr)
+            return 1
+        raise

@@ -10,7 +10,6 @@ to pick the examples that the figures show.
 """
 
 import functools
-import json
 import os
 import re
 from typing import NamedTuple
@@ -21,7 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from imgcls import cam, data, losses, parallel, report, state
+from imgcls import cam, data, files, losses, parallel, report, state
 from imgcls import metrics as metrics_lib
 from imgcls import workdir as workdir_files
 from imgcls.data.normalize import mean_std, normalize
@@ -264,11 +263,9 @@ def format_result(result: dict) -> str:
 
 def _write_report(config, workdir, info, variables, out, results, predictions, examples):
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    np.savez(
-        os.path.join(out, "predictions.npz"), class_names=np.array(info.class_names), **predictions
-    )
+    files.write_json(os.path.join(out, "metrics.json"), results)
+    with files.atomic_open(os.path.join(out, "predictions.npz"), "wb") as f:
+        np.savez(f, class_names=np.array(info.class_names), **predictions)
     names = list(info.class_names)
     figures = {}
     confusion = np.array(results["confusion_matrix"]["matrix"])

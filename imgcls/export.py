@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from imgcls import predict
+from imgcls import files, predict
 
 EXPORT_FORMAT = "imgcls-export-1"
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -91,8 +91,7 @@ def export_model(workdir, export_dir, checkpoint=None) -> dict:
         os.makedirs(os.path.join(staging, "jax"))
         _write_jax_export(predictor, staging)
         _write_saved_model(predictor, os.path.join(staging, info["saved_model"]))
-        with open(os.path.join(staging, INFO_FILE), "w") as f:
-            json.dump(info, f, indent=2)
+        files.write_json(os.path.join(staging, INFO_FILE), info)
         if os.path.exists(export_dir):  # two renames: E is without a model only in between
             os.replace(export_dir, replaced)
         try:

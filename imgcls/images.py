@@ -15,6 +15,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 50_000_000  # default limit for untrusted uploads (decompression bombs)
+# Default limit of the pixels one untrusted upload may hold decoded (serve): 16 MP RGB is 48 MB
+# (64 MB as RGBA). JPEG photos decode shrunk (encode_image), so this binds PNG, WebP, TIFF, ...
+MAX_DECODED_PIXELS = 16_000_000
 EXIF_ORIENTATION = 0x0112
 PNG_COMPRESS_LEVEL = 1  # re-encoded images: fast, lossless
 STATS_SIDE = 128  # pixel statistics are taken on images reduced to about this shorter side
@@ -135,20 +138,35 @@ def load_image(path):
     with open(path, "rb") as f:
         data = f.read()
     with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
         image.load()
         facts = pixel_facts(image)
-        return (*_stored(image, data, None), facts)
+        return (*_stored(image, data, None, width, height), facts)
 
 
-def encode_image(data, channels, max_pixels=None):
+def reduction_factor(width, height, min_size) -> int:
+    """The integer factor an image may be shrunk by and keep at least min_size (height, width)."""
+    if not min_size:
+        return 1
+    return max(1, min(width // max(1, min_size[1]), height // max(1, min_size[0])))
+
+
+def encode_image(data, channels, max_pixels=None, min_size=None, max_decoded_pixels=None):
     """(bytes TF decodes, height, width, re-encoded) of encoded image data; raises if unreadable.
 
     The image is fully decoded by PIL (so truncated files fail here, not during training).
     JPEG (RGB or grayscale, not EXIF-rotated) and PNG data is kept as it is; any other image
     is converted to RGB or grayscale (channels) and re-encoded as PNG, as is a PNG with a bad
-    chunk checksum (PIL reads its pixels, TensorFlow's decoder refuses it). With max_pixels,
-    an image of more pixels raises ImageTooLarge before it is decoded. Other failures are
-    PIL's own exceptions; read_image turns them into NotAnImage and BrokenImage.
+    chunk checksum (PIL reads its pixels, TensorFlow's decoder refuses it). height and width are
+    the stored image's. Other failures are PIL's own exceptions; read_image turns them into
+    NotAnImage and BrokenImage.
+
+    Limits, checked before the pixels are decoded (ImageTooLarge): max_pixels, the stored
+    image's pixels (decompression bombs); max_decoded_pixels, the pixels decoding would hold in
+    memory. min_size (height, width): an image at least twice as large is shrunk by an integer
+    factor while decoding (JPEG: in the DCT, at 1/2, 1/4 or 1/8 of the size, so a 50-megapixel
+    photo never exists in memory) and right after (an area average), keeping at least
+    min_size, and re-encoded.
     """
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
@@ -157,25 +175,42 @@ def encode_image(data, channels, max_pixels=None):
                 f"the image is {width}x{height} = {width * height:,} pixels, over the "
                 f"limit of {max_pixels:,} pixels; refused as a possible decompression bomb"
             )
+        fmt = image.format
+        factor = reduction_factor(width, height, min_size)
+        if factor > 1 and fmt in ("JPEG", "MPO"):
+            image.draft(image.mode, (-(-width // factor), -(-height // factor)))
+        decoded = image.size[0] * image.size[1]
+        if max_decoded_pixels is not None and decoded > max_decoded_pixels:
+            raise ImageTooLarge(
+                f"decoding this {fmt or ''} image of {width}x{height} would hold {decoded:,} "
+                f"pixels in memory, over this server's limit of {max_decoded_pixels:,}"
+            )
         image.load()
-        return _stored(image, data, channels)
+        return _stored(image, data, channels, width, height, min_size)
 
 
-def _stored(image, data, channels):
-    """encode_image's result for a loaded PIL image; channels None keeps its colour mode."""
-    width, height = image.size
+def _stored(image, data, channels, width, height, min_size=None):
+    """encode_image's result for a loaded PIL image of `data` (width x height as stored there);
+    channels None keeps the image's own colour mode (grayscale or RGB)."""
     fmt = image.format
     orientation = 1
     if fmt in ("JPEG", "MPO") and "exif" in image.info:
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    if (fmt == "PNG" and _png_checksums_ok(data)) or (
-        fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1
+    shrink = reduction_factor(*image.size, min_size)
+    as_is = image.size == (width, height) and shrink == 1
+    if as_is and (
+        (fmt == "PNG" and _png_checksums_ok(data))
+        or (fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1)
     ):
         return data, height, width, False
     gray = is_grayscale(image) if channels is None else channels == 1
+    if shrink > 1:  # an area average over exactly the whole image (reduce() would not)
+        size = (round(image.size[0] / shrink), round(image.size[1] / shrink))
+        image = image.resize(size, Image.Resampling.BOX)
     if orientation in range(2, 9):
         image = ImageOps.exif_transpose(image)
-        width, height = image.size
+        if orientation in (5, 6, 7, 8):  # a quarter turn: the shown image is transposed
+            width, height = height, width
     if image.mode in ("I", "F") or image.mode.startswith("I;"):
         image = _to_8bit(image)
     elif image.mode in ("P", "PA"):
@@ -186,11 +221,11 @@ def _stored(image, data, channels):
     return buffer.getvalue(), height, width, True
 
 
-def read_image(data, channels, max_pixels=MAX_PIXELS):
+def read_image(data, channels, max_pixels=MAX_PIXELS, min_size=None, max_decoded_pixels=None):
     """encode_image of untrusted bytes, its failures as NotAnImage, BrokenImage or ImageTooLarge
     (max_pixels=None: no limit)."""
     try:
-        return encode_image(data, channels, max_pixels)
+        return encode_image(data, channels, max_pixels, min_size, max_decoded_pixels)
     except UnidentifiedImageError:
         raise NotAnImage(
             "not an image: the data is in no format PIL reads (JPEG, PNG, GIF, BMP, WebP, "

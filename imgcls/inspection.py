@@ -7,7 +7,6 @@ augmentations.png (one training image through the configured augmentations many 
 """
 
 import functools
-import json
 import os
 
 import jax
@@ -15,7 +14,7 @@ import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
-from imgcls import data, report
+from imgcls import data, files, report
 from imgcls import state as state_lib
 from imgcls.data import jax_augment, preprocess, sources
 from imgcls.data._tf import AUTOTUNE, tf
@@ -106,12 +105,13 @@ def plot_image_rows(rows, path, title):
                 ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None)
         row_axes[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title)
-    fig.savefig(path, dpi=80)
+    with files.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=80)
 
 
 def augmented_copies(config, info, image, label):
     """AUGMENTED_COPIES training augmentations of one decoded image (as training applies them)."""
-    if config.dataset.pipeline == "device":
+    if data.resolve_pipeline(config, info, log=False).dataset.pipeline == "device":
         example = {"image": tf.constant(image), "label": tf.constant(label)}
         resized = preprocess.preprocess_eval(example, config, info.image_shape)["image"].numpy()
         augment = functools.partial(jax_augment.augment_batch, aug=config.augment)
@@ -171,8 +171,7 @@ def inspect_dataset(config, workdir):
         aug_rows, os.path.join(out, "augmentations.png"), f"augmentations of one '{names[label]}'"
     )
     summary["figures"] = ["class_distribution.png", "samples.png", "augmentations.png"]
-    with open(os.path.join(out, "inspect.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    files.write_json(os.path.join(out, "inspect.json"), summary)
     _write_markdown(os.path.join(out, "inspect.md"), summary)
     summary["inspect_dir"] = out
     return summary
@@ -211,7 +210,7 @@ def _write_markdown(path, summary):
             f"{w['min']} / {w['median']:g} / {w['max']} |"
         )
     lines += [""] + [f"![{f}]({f})" for f in summary["figures"]] + [""]
-    with open(path, "w") as f:
+    with files.atomic_open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
 
 

@@ -4,22 +4,24 @@ init_from='keras' reads resnet50_weights_tf_dim_ordering_tf_kernels.h5 from the 
 itself caches it in: $KERAS_HOME/models, else ~/.keras/models, else /tmp/.keras/models (Keras'
 fallback when ~ is not writable). When none holds it, the file is downloaded from the URL
 Keras Applications use (URL, MD5: the hash Keras publishes for it) into the first of those
-folders that can be written: into a temporary file next to it, with a progress bar, checked
-against the hash, and only then renamed into place. A wrong hash or an interrupted download
-leaves nothing behind under the file's name, so a partial file is never used. Offline, the
-download fails at once with the URL and the place to put the file. No Keras, no TensorFlow.
+folders that can be written: into a temporary file beside it (imgcls.files.atomic_open), with a
+progress bar, checked against the hash, and only then renamed into place. A wrong hash or an
+interrupted download leaves nothing behind under the file's name, so a partial file is never
+used. Offline, the download fails at once with the URL and the place to put the file. No
+Keras, no TensorFlow.
 """
 
 import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
 from absl import logging
+
+from imgcls import files
 
 FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{FILE}"
@@ -76,60 +78,64 @@ def _help(url, path):
 def download(url, path, md5, timeout=TIMEOUT_S, progress=None) -> str:
     """Downloads `url` to `path` atomically, checking its MD5 first; returns path.
 
-    The data goes to a temporary file in path's folder, renamed to `path` only when complete
-    and of the expected hash; on any failure the temporary file is removed and DownloadError
-    names the URL and where to put the file by hand. `progress` (default sys.stderr) shows a
-    progress bar.
+    The data goes to a temporary file beside `path` (imgcls.files.atomic_open), renamed to
+    `path` only when complete and of the expected hash; on any failure the temporary file is
+    removed and DownloadError names the URL and where to put the file by hand. `progress`
+    (default sys.stderr) shows a progress bar.
     """
     progress = progress or sys.stderr
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     logging.info("Downloading %s to %s", url, path)
-    handle, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            digest, size = _fetch(url, out, timeout, progress, path)
+    with files.atomic_open(path, "wb") as out:
+        digest, size = _fetch(url, out, timeout, progress, path)
         if digest != md5:
             raise DownloadError(
                 f"The file downloaded from {url} ({size:,} bytes) has the MD5 {digest}, not the "
-                f"published {md5}: not kept. {_help(url, path)}"
+                f"published {md5}: nothing was kept. {_help(url, path)}"
             )
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise
     logging.info("Downloaded %s (%s bytes, MD5 checked) to %s", url, f"{size:,}", path)
     return path
 
 
 def _fetch(url, out, timeout, progress, path):
-    """Streams url into the open file `out`; (MD5 hex, bytes). DownloadError on any failure."""
+    """Streams url into the open file `out`; (MD5 hex, bytes). DownloadError when the
+    connection fails or ends early."""
     md5 = hashlib.md5()
     done, total = 0, None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            bar = _ProgressBar(progress, total)
-            while chunk := response.read(CHUNK_BYTES):
-                out.write(chunk)
-                md5.update(chunk)
-                done += len(chunk)
-                bar.update(done)
-            bar.close(done)
+        response = urllib.request.urlopen(url, timeout=timeout)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise DownloadError(
-            f"Could not download {url} ({type(e).__name__}: {reason}; offline?); after "
-            f"{done:,} bytes, nothing was kept. {_help(url, path)}"
-        ) from None
+        raise _failed(url, path, e, done) from None
+    with response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        bar = _ProgressBar(progress, total)
+        while True:
+            try:
+                chunk = response.read(CHUNK_BYTES)
+            except (http.client.HTTPException, OSError) as e:
+                raise _failed(url, path, e, done) from None
+            if not chunk:
+                break
+            out.write(chunk)  # a full disk is files.WriteError, naming the file
+            md5.update(chunk)
+            done += len(chunk)
+            bar.update(done)
+        bar.close(done)
     if total is not None and done != total:
         raise DownloadError(
             f"The download of {url} stopped after {done:,} of {total:,} bytes: nothing was "
             f"kept. Try again. {_help(url, path)}"
         )
     return md5.hexdigest(), done
+
+
+def _failed(url, path, error, done):
+    reason = getattr(error, "reason", None) or error
+    return DownloadError(
+        f"Could not download {url} ({type(error).__name__}: {reason}; offline?); after "
+        f"{done:,} bytes, nothing was kept. {_help(url, path)}"
+    )
 
 
 class _ProgressBar:

@@ -5,8 +5,11 @@ axis there, so the host only ever sees a handful of scalars.
 """
 
 import flax
+import jax
 import jax.numpy as jnp
+import numpy as np
 from clu import metrics
+from flax import serialization
 
 
 def _correct(logits, labels, targets=None, **_):
@@ -81,3 +84,20 @@ def report_collection(num_classes: int) -> type[metrics.Collection]:
 def to_scalars(collection: metrics.Collection, prefix: str) -> dict[str, float]:
     """Computes a collection on the host as `{prefix_name: float}`."""
     return {f"{prefix}_{k}": float(v) for k, v in collection.compute().items()}
+
+
+def collection_to_json(collection: metrics.Collection | None):
+    """The merged (not yet computed) state of a collection as JSON-able lists, exactly: resuming
+    a run restores its half-accumulated training metrics with collection_from_json."""
+    if collection is None:
+        return None
+    return jax.tree.map(lambda x: np.asarray(x).tolist(), serialization.to_state_dict(collection))
+
+
+def collection_from_json(metrics_cls: type[metrics.Collection], data):
+    """The collection saved by collection_to_json (None stays None), with its dtypes."""
+    if data is None:
+        return None
+    template = serialization.to_state_dict(metrics_cls.empty())
+    values = jax.tree.map(lambda t, v: np.asarray(v, dtype=np.asarray(t).dtype), template, data)
+    return serialization.from_state_dict(metrics_cls.empty(), values)

@@ -14,7 +14,7 @@ run without it.
 import concurrent.futures
 import csv
 import functools
-import json
+import math
 import os
 import threading
 
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from imgcls import images, state
+from imgcls import files, images, state
 from imgcls import workdir as workdir_files
 from imgcls.data.normalize import mean_std, normalize
 from imgcls.images import BrokenImage, NotAnImage
@@ -76,15 +76,23 @@ class Predictor:
             self.batch_size,
         )
 
-    def preprocess(self, data: bytes, max_pixels=images.MAX_PIXELS) -> np.ndarray:
+    def preprocess(
+        self, data: bytes, max_pixels=images.MAX_PIXELS, max_decoded_pixels=None
+    ) -> np.ndarray:
         """Encoded image bytes -> uint8 [H, W, C], as evaluation preprocesses its examples.
 
+        An image more than twice the size that the eval resize needs is first shrunk by PIL
+        (images.encode_image: a JPEG decodes at 1/2 to 1/8 of its size), which bounds the
+        memory a large photo takes and changes the resized pixels by a few levels at most.
         Raises NotAnImage, BrokenImage, or ImageTooLarge for an image of more than max_pixels
-        pixels (checked before it is decoded) or whose center-crop resize would be.
+        pixels, whose decoding would hold more than max_decoded_pixels, or whose center-crop
+        resize would be larger than max_pixels (all checked before it is decoded).
         """
         from imgcls.data._tf import tf  # (see the module docstring)
 
-        stored, height, width, _ = images.read_image(data, self.image_shape[-1], max_pixels)
+        stored, height, width, _ = images.read_image(
+            data, self.image_shape[-1], max_pixels, self.min_decoded_size, max_decoded_pixels
+        )
         dataset = self.config.dataset
         images.check_center_crop_size(
             height, width, int(dataset.image_size), float(dataset.crop_fraction), max_pixels
@@ -94,6 +102,15 @@ class Predictor:
         except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as e:
             # PIL read it, TensorFlow's stricter decoder (e.g. of a bad PNG checksum) did not
             raise BrokenImage(f"a corrupt image ({e.message.splitlines()[0]})") from None
+
+    @property
+    def min_decoded_size(self) -> tuple[int, int]:
+        """(height, width) twice the eval resize's target: larger images may be shrunk first."""
+        size = int(self.config.dataset.image_size)
+        if size <= 0:  # resized to the model's shape as it is
+            return (2 * self.image_shape[0], 2 * self.image_shape[1])
+        side = math.ceil(size / float(self.config.dataset.crop_fraction))
+        return (2 * side, 2 * side)
 
     def _preprocess(self, stored):
         from imgcls.data._tf import tf  # (see the module docstring)
@@ -308,15 +325,14 @@ def write_output(result, path) -> None:
     ext = check_output_path(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if ext == ".json":
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
+        files.write_json(path, result)
         return
     k = max([len(p["top_k"]) for p in result["predictions"]] or [0])
     header = ["file"]
     for i in range(1, k + 1):
         header += [f"class_{i}", f"probability_{i}"]
     # surrogateescape: file names that are not UTF-8 are written as their original bytes
-    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+    with files.atomic_open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f)
         writer.writerow([*header, "error"])
         for p in result["predictions"]:

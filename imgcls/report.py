@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from imgcls import files
+
 _ANNOTATE_MAX_CLASSES = 20  # cell numbers in the confusion matrix up to this many classes
 _HBAR_MIN_CLASSES = 30  # class distribution switches to horizontal bars from here on
 _PER_ROW = 8  # prediction thumbnails per row
@@ -24,7 +26,9 @@ _SECTION_KEYS = ("images", "true_labels", "predicted_labels", "confidences")
 
 
 def _save(fig: Figure, path) -> None:
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # Agg; the figure is not registered anywhere
+    """Writes the figure as PNG, whole or not at all (files.atomic_open)."""
+    with files.atomic_open(path, "wb") as f:  # Agg; the figure is not registered anywhere
+        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
 
 
 def _tick_fontsize(num_classes: int) -> float:
@@ -347,5 +351,5 @@ def write_report_md(path, metrics: dict, figures: dict[str, str]) -> None:
         lines += ["## Figures", ""]
         for caption, filename in figures.items():
             lines += [f"### {caption}", "", f"![{caption}]({filename})", ""]
-    with open(path, "w") as f:
+    with files.atomic_open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))

@@ -6,6 +6,12 @@ Requests that arrive together share one call of the Predictor's compiled functio
 worker task collects them until a batch is full, waiting up to batch_wait_ms for requests
 still being decoded, so throughput under load grows with the batch while a lone request is
 predicted at once.
+
+Memory is bounded per request: at most max_upload_bytes are read, an image is refused (413)
+before it is decoded when it has more than max_pixels pixels or its decoding would hold more
+than max_decoded_pixels (JPEG photos decode shrunk, so this binds PNG and other formats), and
+at most MAX_DECODING uploads are decoded at once. With the defaults a request holds at most
+about 80 MB (16 MP as RGBA plus the upload), so decoding holds at most MAX_DECODING times that.
 """
 
 import asyncio
@@ -23,7 +29,7 @@ from PIL import Image
 from imgcls import images, predict
 
 SERVE_BATCH_SIZE = 8  # images per compiled call when --batch_size is not given
-# Uploads decoded at once: each can take hundreds of MB (a 49-megapixel PNG: about 0.7 GB).
+# Uploads decoded at once (each holds at most max_decoded_pixels decoded; see above).
 MAX_DECODING = max(4, min(8, os.cpu_count() or 4))
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 FORM_OVERHEAD_BYTES = 16 * 2**10  # multipart boundaries and part headers around the file
@@ -133,6 +139,7 @@ def create_app(
     *,
     max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels=images.MAX_PIXELS,
+    max_decoded_pixels=images.MAX_DECODED_PIXELS,
     top_k=5,
     batch_wait_ms=5.0,
 ):
@@ -220,7 +227,9 @@ def create_app(
         batcher.decoding += 1
         try:  # decoding runs in a thread: PIL and TF release the GIL, the loop stays free
             async with batcher.decoding_slots:
-                image = await asyncio.to_thread(predictor.preprocess, data, max_pixels)
+                image = await asyncio.to_thread(
+                    predictor.preprocess, data, max_pixels, max_decoded_pixels
+                )
         except images.NotAnImage as e:
             raise HTTPException(415, _message(name, e, "Upload an image file instead.")) from None
         except images.BrokenImage as e:
@@ -229,7 +238,7 @@ def create_app(
             ) from None
         except images.ImageTooLarge as e:
             raise HTTPException(
-                413, _message(name, e, f"Downscale it to at most {max_pixels:,} pixels.")
+                413, _message(name, e, f"Downscale it to at most {max_decoded_pixels:,} pixels.")
             ) from None
         finally:  # (no await between this and the queueing below: the worker sees either)
             batcher.decoding -= 1

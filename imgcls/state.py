@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from flax.training import train_state
 from jax.experimental import multihost_utils
@@ -153,10 +154,21 @@ def restore_variables(workdir: str, model, image_shape, checkpoint=None):
     """(variables as numpy arrays, step, checkpoint name) of a checkpoint of `workdir`.
 
     `checkpoint` is 'latest', 'best', a step, or None ('best' when one was evaluated, else
-    'latest'); a checkpoint of another model than `model` is a ValueError naming the arrays.
+    'latest'); a damaged 'latest' or 'best' falls back to the newest intact step. A checkpoint
+    of another model than `model`, or one whose weights are not finite, is a ValueError.
     """
     template = variable_shapes(model, image_shape)
     with checkpointing.Checkpointer.of_workdir(workdir) as ckpt:
-        step, name = ckpt.resolve(checkpoint)
-        ckpt.check_model(step, template)
-        return ckpt.restore_variables(step), step, name
+        variables, step, name = ckpt.restore_checked_variables(checkpoint, template)
+    bad = [
+        jax.tree_util.keystr(path)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]
+        if not np.isfinite(leaf).all()
+    ]
+    if bad:
+        raise ValueError(
+            f"Checkpoint step {step} of {workdir} holds non-finite weights (NaN or infinity) in "
+            f"{len(bad)} array(s), e.g. {bad[0]}: the run diverged before it was saved. Use an "
+            "earlier step (--checkpoint=N), or train again with a lower learning rate."
+        )
+    return variables, step, name

@@ -8,33 +8,33 @@ A sweep file names a base config and the trials, each a dict of `--config.*` ove
     def search_space(trial):  # optional, for --search=optuna: sample with trial.suggest_*
         return {"optimizer.learning_rate": trial.suggest_float("lr", 1e-4, 1e-1, log=True)}
 
-Every trial is its own `main.py` process with its own workdir `W/<trial-name>`, so a trial
-resumes from its checkpoints, a failing trial cannot take the others down, and
-`tensorboard --logdir W` compares them all. `W/<trial>/status.json` records each trial's state;
-running the same command again skips finished trials and resumes the others.
+Every trial is its own `main.py` process with its own workdir `W/<trial-name>` (imgcls.launcher).
+Running the same command again skips finished trials and resumes the others. With
+`--search=optuna` the trials come from an Optuna study (imgcls.study) that launchers on several
+machines can share through `--storage=postgresql://...`. From Python (a notebook):
+`run_sweep(config, trials, workdir)` takes a ConfigDict and returns the ranked results.
 """
 
 import argparse
+import ast
 import concurrent.futures
+import functools
 import importlib.util
-import json
 import math
 import os
-import queue
-import signal
-import subprocess
+import pprint
+import random
 import sys
-import threading
-import time
 
-import optuna
+import ml_collections
 
-from imgcls import hyper, sweep_results
+from imgcls import config_files, hyper, sweep_results
+from imgcls import launcher as launcher_lib
+from imgcls import study as study_lib
 from imgcls.workdir import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAIN = os.path.join(ROOT, "main.py")
-POLL_SECONDS = 0.5  # how often a running Optuna trial's metrics.jsonl is read for pruning
+ROOT = launcher_lib.ROOT
+DEFAULT_HEARTBEAT_S = 60
 
 
 def load_sweep(path: str):
@@ -51,229 +51,153 @@ def load_sweep(path: str):
 
 
 def base_config_path(module) -> str:
-    path = module.BASE_CONFIG
-    for candidate in (path, os.path.join(ROOT, path)):
-        if os.path.exists(candidate):
-            return os.path.abspath(candidate)
-    raise FileNotFoundError(f"BASE_CONFIG {path} not found (relative paths are from {ROOT}).")
+    return config_files.path(module.BASE_CONFIG)
 
 
-def write_status(trial_dir: str, **status) -> None:
-    path = os.path.join(trial_dir, "status.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(status, f, indent=2)
-    os.replace(path + ".tmp", path)  # readers never see half a file
-
-
-def _error_from_log(log_path: str) -> str:
-    """The `imgcls: error:` line of a failed trial, else the last lines of its log."""
-    with open(log_path, errors="replace") as f:
-        lines = [line.rstrip() for line in f if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("imgcls: error:") or line.startswith("FATAL"):
-            return line
-    return " | ".join(lines[-3:]) if lines else "no output"
-
-
-class Devices:
-    """Hands each running trial its own accelerators through CUDA_VISIBLE_DEVICES.
-
-    With more parallel trials than GPUs, trials share GPUs and each gets an equal part of the
-    GPU memory (JAX would otherwise preallocate 75% of it in every process).
-    """
-
-    GPU_MEMORY_TO_SHARE = 0.9
-
-    def __init__(self, gpus: list[str], parallel: int):
-        self.slots: queue.Queue = queue.Queue()
-        self.memory_fraction = None
-        if not gpus:
-            for _ in range(parallel):
-                self.slots.put(None)
-            return
-        per_trial = max(1, len(gpus) // parallel)
-        sharing = math.ceil(parallel / len(gpus))
-        if sharing > 1:
-            self.memory_fraction = f"{self.GPU_MEMORY_TO_SHARE / sharing:.2f}"
-        for i in range(parallel):
-            start = (i * per_trial) % len(gpus)
-            self.slots.put(",".join(gpus[start : start + per_trial]))
-
-    def env(self, slot):
-        env = dict(os.environ)
-        if slot is not None:
-            env["CUDA_VISIBLE_DEVICES"] = slot
-            if self.memory_fraction:
-                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = self.memory_fraction
-        return env
-
-
-def detect_gpus() -> list[str]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g for g in visible.split(",") if g.strip()]
+def write_config_file(config: ml_collections.ConfigDict, path: str) -> str:
+    """Writes `config` as a config file that main.py's --config loads back equal; returns path."""
+    values = config.to_dict()
+    text = pprint.pformat(values, sort_dicts=False, width=100)
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
-
-
-class Launcher:
-    """Runs trials as `main.py` processes, at most `parallel` at a time."""
-
-    def __init__(self, workdir, base_config, parallel=1, gpus=None, metric="eval_accuracy"):
-        self.workdir = os.path.abspath(workdir)
-        self.base_config = base_config
-        self.parallel = max(1, parallel)
-        self.devices = Devices(gpus or [], self.parallel)
-        self.metric = metric
-        self.stopping = threading.Event()
-        self.processes: set[subprocess.Popen] = set()
-
-    def run_trial(self, name, overrides, on_eval=None) -> dict:
-        """Runs (or resumes) one trial; `on_eval(step, value)` returning True prunes it."""
-        trial_dir = os.path.join(self.workdir, name)
-        os.makedirs(trial_dir, exist_ok=True)
-        command = [
-            sys.executable,
-            MAIN,
-            f"--config={self.base_config}",
-            f"--workdir={trial_dir}",
-            *hyper.to_flags(overrides),
-        ]
-        status = dict(name=name, overrides=overrides, command=command, returncode=None, error=None)
-        slot = self.devices.slots.get()
-        start = time.time()
-        try:
-            write_status(trial_dir, **status, state="running", wall_time_s=0.0)
-            log_path = os.path.join(trial_dir, "log.txt")
-            with open(log_path, "a") as log:
-                proc = subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    env=self.devices.env(slot),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-                self.processes.add(proc)
-                state = self._wait(proc, trial_dir, on_eval)
-                self.processes.discard(proc)
-            status["returncode"] = proc.returncode
-            if state == "failed":
-                status["error"] = _error_from_log(log_path)
-        finally:
-            self.devices.slots.put(slot)
-        status.update(state=state, wall_time_s=round(time.time() - start, 2))
-        write_status(trial_dir, **status)
-        return status
-
-    def _wait(self, proc, trial_dir, on_eval) -> str:
-        seen = 0
-        while proc.poll() is None:
-            time.sleep(POLL_SECONDS)
-            if self.stopping.is_set():
-                proc.send_signal(signal.SIGINT)  # lets the trial finish its checkpoint write
-                proc.wait()
-                return "interrupted"
-            if on_eval is None:
-                continue
-            rows = read_metrics(os.path.join(trial_dir, "metrics.jsonl"))
-            evals = [r for r in rows if self.metric in r]
-            for row in evals[seen:]:
-                if on_eval(row["step"], row[self.metric]):
-                    proc.terminate()
-                    proc.wait()
-                    return "pruned"
-            seen = len(evals)
-        if proc.returncode in (-signal.SIGINT, 130):  # Ctrl-C reached the trial too
-            return "interrupted"
-        return "done" if proc.returncode == 0 else "failed"
-
-    def interrupt(self) -> None:
-        self.stopping.set()
-
-    def run_all(self, trials: list[dict]) -> None:
-        """Runs every trial that has not finished; prints one line per trial."""
-        todo = []
-        for overrides in trials:
-            name = hyper.trial_name(overrides)
-            previous = sweep_results.read_status(os.path.join(self.workdir, name))
-            if previous and previous.get("state") == "done":
-                print(f"skip (done): {name}", flush=True)
-            else:
-                todo.append((name, overrides))
-        print(
-            f"{len(trials) - len(todo)} of {len(trials)} trials done; running {len(todo)} "
-            f"with up to {self.parallel} at a time",
-            flush=True,
+        same = ast.literal_eval(text) == values
+    except (ValueError, SyntaxError):
+        same = False
+    if not same:
+        raise ValueError("The base config must hold plain Python values (numbers, strings, ...).")
+    with open(path, "w") as f:
+        f.write(
+            '"""The base config of this sweep, written by imgcls.sweep.run_sweep."""\n\n'
+            f"import ml_collections\n\nVALUES = {text}\n\n\n"
+            "def get_config():\n    return ml_collections.ConfigDict(VALUES)\n"
         )
-        with concurrent.futures.ThreadPoolExecutor(self.parallel) as pool:
-            futures = {pool.submit(self.run_trial, n, o): n for n, o in todo}
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    s = future.result()
-                    detail = s["error"] if s["state"] == "failed" else ""
-                    print(
-                        f"{s['state']}: {s['name']} ({s['wall_time_s']:.0f} s) {detail}", flush=True
-                    )
-            except KeyboardInterrupt:
-                self.interrupt()
-                for future in futures:
-                    future.cancel()
-                raise
+    return path
+
+
+def write_results(workdir: str) -> list[dict]:
+    """results.csv/md/png of the trial folders under `workdir`; the ranked rows."""
+    rows = sweep_results.collect(workdir)
+    return sweep_results.write_results(workdir, rows) if rows else []
+
+
+def run_sweep(base_config, trials, workdir, parallel=1, gpus=None, log=None) -> list[dict]:
+    """Runs (or resumes) `trials`, dicts of config overrides, of `base_config` (a ConfigDict or
+    a config file path) in `workdir`; returns results.csv's rows, best first.
+
+    The Python form of `python -m imgcls.sweep` for notebooks and scripts; `log` (default
+    print) gets one line per trial.
+    """
+    hyper.validate(trials)
+    os.makedirs(workdir, exist_ok=True)
+    if isinstance(base_config, ml_collections.ConfigDict):
+        base_config = write_config_file(base_config, os.path.join(workdir, "base_config.py"))
+    base = config_files.path(base_config)
+    gpus = launcher_lib.detect_gpus() if gpus is None else gpus
+    launcher = launcher_lib.Launcher(workdir, base, parallel, gpus, log=log)
+    try:
+        launcher.run_all(trials)
+    finally:
+        ranked = write_results(workdir)
+    return ranked
+
+
+def _mark_stale(launcher, study, trial) -> None:
+    """A trial whose launcher stopped sending heartbeats was marked failed in the study; its
+    status.json says so too where this machine shares the trial's folder."""
+    worker = trial.user_attrs.get("worker", "its launcher")
+    error = f"{worker} stopped sending heartbeats (killed, or its machine went down)"
+    name = trial.user_attrs.get("name", f"trial{trial.number:03d}")
+    launcher.log(f"failed: {name} ({error})")
+    folder = os.path.join(launcher.workdir, name)
+    status = sweep_results.read_status(folder)
+    if status and status.get("state") == "running":
+        launcher_lib.write_status(folder, **{**status, "state": "failed", "error": error})
+
+
+def _run_optuna_trial(launcher, claims, module, trial, metric) -> str:
+    """Runs one claimed trial and tells the study how it ended; returns that state."""
+    study = claims.study
+    name = f"trial{trial.number:03d}"  # sampled floats make unreadable names
+    try:
+        overrides = module.search_space(trial)
+        trial.set_user_attr("name", name)
+        trial.set_user_attr("worker", launcher_lib.WORKER)
+        trial.set_user_attr("overrides", overrides)
+    except Exception:
+        study_lib.finish(study, trial, "failed")
+        raise
+    with study_lib.heartbeat(claims.storage, claims.trial_id(trial)):
+        status = launcher.run_trial(
+            name, overrides, lambda step, value: study_lib.report(trial, step, value)
+        )
+    rows = read_metrics(os.path.join(launcher.workdir, name))
+    values = [float(r[metric]) for r in rows if metric in r]
+    state, error = status["state"], status["error"]
+    if state == "done" and not values:
+        state, error = "failed", f"the trial logged no {metric}"
+    result = sweep_results.summarize_metrics(rows)
+    result.update(wall_time_s=status["wall_time_s"], error=error)
+    launcher.report({**status, "state": state, "error": error})
+    trial.set_user_attr("result", result)
+    if not study_lib.finish(study, trial, state, max(values) if values else None):
+        launcher.log(f"{name} was marked failed by another launcher (no heartbeat from this one)")
+        return "failed"
+    return state
+
+
+def storage_url(args) -> str:
+    """--storage, else this launcher's own SQLite file W/study.db."""
+    return args.storage or f"sqlite:///{os.path.join(os.path.abspath(args.workdir), 'study.db')}"
 
 
 def run_optuna(launcher, module, args) -> None:
-    """TPE (or random/grid) search over `search_space(trial)` with median pruning."""
-    if not hasattr(module, "search_space"):
-        raise ValueError(f"{args.sweep} defines no search_space(trial) for --search=optuna.")
-    storage = args.storage or f"sqlite:///{os.path.join(launcher.workdir, 'study.db')}"
-    samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=args.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=args.seed),
-        "grid": lambda: optuna.samplers.GridSampler(module.SEARCH_GRID, seed=args.seed),
-    }
-    study = optuna.create_study(
-        study_name=args.study_name or os.path.splitext(os.path.basename(args.sweep))[0],
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=samplers[args.sampler](),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials),
+    """Runs trials of the study until it holds --trials finished ones (see imgcls.study):
+    TPE (or random/grid) over `search_space(trial)`, median pruning across all launchers."""
+    shared = args.storage is not None
+    url = storage_url(args)
+    name = args.study_name or os.path.splitext(os.path.basename(args.sweep))[0]
+    storage = study_lib.open_storage(url, args.heartbeat, functools.partial(_mark_stale, launcher))
+    params = study_lib.search_space(module.search_space)
+    space = {"base_config": module.BASE_CONFIG, "params": params}
+    seed = args.seed
+    if shared:  # launchers sharing a study draw different points: each mixes itself in
+        seed = random.Random(f"{args.seed}:{launcher_lib.WORKER}").randrange(2**31)
+    sampler = study_lib.make_sampler(args.sampler, seed, getattr(module, "SEARCH_GRID", None))
+    study = study_lib.open_study(storage, name, space, sampler, args.startup_trials)
+    if not shared:  # W/study.db is this launcher's own: a running trial was interrupted
+        study_lib.fail_running(study)
+    budget = args.trials
+    if args.sampler == "grid":  # each point once
+        budget = min(budget, math.prod(len(v) for v in module.SEARCH_GRID.values()))
+    claims = study_lib.Claims(study, storage, budget, poll_s=min(5.0, args.heartbeat))
+    counts = claims.counts()
+    more = max(0, budget - counts["finished"] - counts["running"])
+    launcher.log(
+        f"study {name} in {study_lib.redact(url)}: running {more} more of {budget} trials "
+        f"({counts['finished']} finished, {counts['running']} running elsewhere); "
+        f"launcher {launcher_lib.WORKER}, sampler seed {seed}"
     )
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    if args.storage is None:  # this machine's own study: a RUNNING trial was interrupted
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-    remaining = args.trials - len(study.get_trials(deepcopy=False, states=finished))
 
-    def objective(trial):
-        overrides = module.search_space(trial)
-        name = f"trial{trial.number:03d}"  # sampled floats make unreadable names
-        trial.set_user_attr("name", name)
+    def work():
+        failures = 0
+        try:
+            while (trial := claims.claim(launcher.stopping)) is not None:
+                state = _run_optuna_trial(launcher, claims, module, trial, args.metric)
+                failures += state not in ("done", "pruned")
+                if failures >= budget:
+                    launcher.log(f"stopping: {failures} trials of this launcher failed")
+                    return
+        except BaseException:
+            launcher.interrupt()  # the other threads stop too
+            raise
 
-        def on_eval(step, value):
-            trial.report(float(value), step)
-            return trial.should_prune()
-
-        status = launcher.run_trial(name, overrides, on_eval)
-        if status["state"] == "pruned":
-            raise optuna.TrialPruned()
-        if status["state"] != "done":
-            raise RuntimeError(f"trial {name} {status['state']}: {status['error']}")
-        rows = read_metrics(os.path.join(launcher.workdir, name, "metrics.jsonl"))
-        return max(r[args.metric] for r in rows if args.metric in r)
-
-    print(
-        f"study {study.study_name} in {storage}: running {max(0, remaining)} more of "
-        f"{args.trials} trials",
-        flush=True,
-    )
-    if remaining > 0:
-        study.optimize(
-            objective, n_trials=remaining, n_jobs=launcher.parallel, catch=(RuntimeError,)
-        )
+    with concurrent.futures.ThreadPoolExecutor(launcher.parallel) as pool:
+        futures = [pool.submit(work) for _ in range(launcher.parallel)]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            launcher.interrupt()
+            raise
 
 
 def main(argv=None) -> int:
@@ -290,7 +214,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--metric", default="eval_accuracy", help="logged metric to maximise")
     parser.add_argument("--search", choices=["list", "optuna"], default="list")
-    parser.add_argument("--trials", type=int, default=20, help="--search=optuna: trials in all")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="--search=optuna: finished (complete or pruned) trials the study ends with; every "
+        "launcher on the study runs trials until it holds this many",
+    )
     parser.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe")
     parser.add_argument(
         "--startup_trials",
@@ -301,9 +231,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--storage",
         default=None,
-        help="Optuna storage URL shared by several machines (default: sqlite:///WORKDIR/study.db)",
+        help="Optuna storage URL shared by launchers on several machines, e.g. "
+        "postgresql://USER:PASSWORD@HOST:5432/DB (needs imgcls[sweep-db]); "
+        "default: sqlite:///WORKDIR/study.db, for one launcher",
     )
-    parser.add_argument("--study_name", default=None)
+    parser.add_argument("--study_name", default=None, help="default: the sweep file's name")
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=DEFAULT_HEARTBEAT_S,
+        help="--search=optuna: seconds between a running trial's heartbeats; a trial silent for "
+        "twice that (its launcher was killed) is marked failed and another runs in its place",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
     args = parser.parse_args(argv)
     try:
@@ -311,6 +250,16 @@ def main(argv=None) -> int:
         base = base_config_path(module)
         trials = [] if args.search == "optuna" else module.get_trials()
         hyper.validate(trials)
+        if args.search == "optuna" and not hasattr(module, "search_space"):
+            raise ValueError(f"{args.sweep} defines no search_space(trial) for --search=optuna.")
+        if (
+            args.search == "optuna"
+            and args.sampler == "grid"
+            and not hasattr(module, "SEARCH_GRID")
+        ):
+            raise ValueError(f"{args.sweep} defines no SEARCH_GRID for --sampler=grid.")
+        if args.heartbeat < 1:
+            raise ValueError(f"--heartbeat must be at least 1 second, got {args.heartbeat}.")
     except (ValueError, FileNotFoundError) as e:
         print(f"imgcls.sweep: error: {e}", file=sys.stderr)
         return 2
@@ -320,19 +269,17 @@ def main(argv=None) -> int:
             print(f"  {hyper.trial_name(overrides)}: {' '.join(hyper.to_flags(overrides))}")
         return 0
     os.makedirs(args.workdir, exist_ok=True)
-    gpus = args.gpus.split(",") if args.gpus else detect_gpus()
-    launcher = Launcher(args.workdir, base, args.parallel, gpus, args.metric)
-    with open(os.path.join(args.workdir, "sweep.json"), "w") as f:
-        json.dump(
-            {
-                "sweep": os.path.abspath(args.sweep),
-                "base_config": base,
-                "search": args.search,
-                "trials": trials,
-            },
-            f,
-            indent=2,
-        )
+    gpus = args.gpus.split(",") if args.gpus else launcher_lib.detect_gpus()
+    launcher = launcher_lib.Launcher(args.workdir, base, args.parallel, gpus, args.metric)
+    launcher_lib.write_json(
+        os.path.join(args.workdir, "sweep.json"),
+        {
+            "sweep": os.path.abspath(args.sweep),
+            "base_config": base,
+            "search": args.search,
+            "trials": trials,
+        },
+    )
     try:
         if args.search == "optuna":
             run_optuna(launcher, module, args)
@@ -341,10 +288,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except study_lib.StudyError as e:
+        print(f"imgcls.sweep: error: {e}", file=sys.stderr)
+        return 2
+    except study_lib.DatabaseError as e:
+        error = study_lib.describe_error(storage_url(args), e)
+        print(f"imgcls.sweep: error: {error}", file=sys.stderr)
+        return 1
     finally:
-        rows = sweep_results.collect(args.workdir)
-        if rows:
-            sweep_results.write_results(args.workdir, rows)
+        write_results(args.workdir)
     print(f"results: {os.path.join(args.workdir, 'results.md')}")
     return 0
 

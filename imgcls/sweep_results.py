@@ -6,16 +6,24 @@ reader tolerates missing files and a half-written last line. The ranking puts di
 and never-evaluated trials last, so the best trial is always a real one. numpy + matplotlib only
 (no JAX, no TensorFlow): results can be rebuilt on any machine from a copied sweep folder.
 Figures are drawn on `matplotlib.figure.Figure` objects, never through pyplot (see report.py).
+
+Rebuild the table on any machine: `python -m imgcls.sweep_results W` reads the trial folders
+under W (a workdir that the machines share); with `--storage=URL --study_name=NAME` it reads an
+Optuna sweep's study instead, for when each machine kept its trial folders to itself. The files
+are replaced whole, so launchers that finish at once on a shared workdir never interleave them.
 """
 
+import argparse
 import csv
 import json
 import math
 import os
+import sys
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from imgcls import files
 from imgcls.hyper import flag_value
 from imgcls.workdir import read_metrics
 
@@ -155,11 +163,27 @@ def write_results(
     ranked = rank(rows, metric, mode)
     keys = _override_columns(rows)
     header = ["rank", "name", "state", *keys.values(), *METRIC_COLUMNS]
-    with open(os.path.join(workdir, "results.csv"), "w", newline="", encoding="utf-8") as f:
+    with files.atomic_open(
+        os.path.join(workdir, "results.csv"), "w", newline="", encoding="utf-8"
+    ) as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(_table(ranked, keys, _csv_cell))
+    with files.atomic_open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(rows, metric, mode))
+    with files.atomic_open(os.path.join(workdir, "results.png"), "wb") as f:
+        plot_results(ranked, metric, f, best=any(_is_best(ranked, metric)))
+    return ranked
 
+
+def markdown(
+    rows: list[dict], metric: str = "best_eval_accuracy", mode: str = "max", figure="results.png"
+) -> str:
+    """results.md: a headline, the best trial, the ranked table (best marked), and the figure
+    (`figure=None` leaves it out, e.g. to show the table in a notebook)."""
+    ranked = rank(rows, metric, mode)
+    keys = _override_columns(rows)
+    header = ["rank", "name", "state", *keys.values(), *METRIC_COLUMNS]
     states = [str(r.get("state")) for r in rows]
     shown = ["done", "failed", "pruned"] + sorted(set(states) - {"done", "failed", "pruned"})
     counts = ", ".join(f"{states.count(s)} {s}" for s in shown)
@@ -174,12 +198,9 @@ def write_results(
     ]
     for is_best, cells in zip(best, _table(ranked, keys, _md_cell), strict=True):
         lines.append(f"| {'**best**' if is_best else ''} | " + " | ".join(cells) + " |")
-    lines += ["", "![metric by hyperparameter](results.png)", ""]
-    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-
-    plot_results(ranked, metric, os.path.join(workdir, "results.png"), best=any(best))
-    return ranked
+    if figure:
+        lines += ["", f"![metric by hyperparameter]({figure})"]
+    return "\n".join(lines + [""])
 
 
 def _swept_keys(rows: list[dict]) -> list[str]:
@@ -240,4 +261,36 @@ def plot_results(ranked: list[dict], metric: str, path, best: bool = True) -> No
         _draw_panel(ax, xs, ys, best_index, key or "trial")
     title = f"{metric} by hyperparameter ({len(points)} of {len(ranked)} trials shown)"
     fig.suptitle(title + (f"\nred star: best, {best_row['name']}" if best_row else ""))
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight", format="png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Rebuilds a sweep's results.csv/md/png.")
+    parser.add_argument("workdir", help="the sweep's --workdir (the files are written there)")
+    parser.add_argument("--storage", default=None, help="read this Optuna study database")
+    parser.add_argument("--study_name", default=None, help="with --storage: the study")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.workdir):
+        print(f"imgcls.sweep_results: error: {args.workdir} is not a folder", file=sys.stderr)
+        return 2
+    if args.storage:
+        # Optuna, only for this: the rest of the module reads plain files.
+        from imgcls import study as study_lib
+
+        try:
+            rows = study_lib.result_rows(study_lib.load(args.storage, args.study_name))
+        except study_lib.StudyError as e:
+            print(f"imgcls.sweep_results: error: {e}", file=sys.stderr)
+            return 2
+    else:
+        rows = collect(args.workdir)
+    if not rows:
+        print(f"imgcls.sweep_results: error: no trials in {args.workdir}", file=sys.stderr)
+        return 1
+    ranked = write_results(args.workdir, rows)
+    print(f"{len(ranked)} trials: {os.path.join(args.workdir, 'results.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

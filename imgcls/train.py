@@ -16,7 +16,16 @@ from absl import logging
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from imgcls import checkpointing, data, evaluate, optim, parallel, warm_start
+from imgcls import (
+    checkpointing,
+    config_check,
+    data,
+    evaluate,
+    interrupts,
+    optim,
+    parallel,
+    warm_start,
+)
 from imgcls import metrics as metrics_lib
 from imgcls import state as state_lib
 from imgcls import workdir as workdir_files
@@ -80,18 +89,32 @@ def train_step(
 
     grads, (per_example, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = lax.pmean(grads, AXIS)
-    state = state.apply_gradients(
+    new_state = state.apply_gradients(
         grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
     )
     step_metrics = metrics_cls.gather_from_model_output(
         axis_name=AXIS, loss=per_example, logits=logits, labels=labels, targets=targets
     )
-    return state, step_metrics
+    # A step whose loss, gradients or new variables are not finite changes nothing but the step
+    # count: the variables and the optimizer stay the last good ones and the step's metrics are
+    # empty (the loop decides whether to go on).
+    loss = lax.pmean(per_example.mean(), AXIS)
+    finite = jnp.isfinite(loss) & all_finite((grads, new_state.params, new_state.batch_stats))
+    skipped = state.replace(step=new_state.step)
+    state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, skipped)
+    step_metrics = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), step_metrics)
+    return state, step_metrics, finite
+
+
+def all_finite(tree):
+    """Whether every element of every array of `tree` is finite (one boolean)."""
+    flags = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]
+    return jnp.stack(flags).all() if flags else jnp.array(True)
 
 
 def make_train_step(config, num_classes: int, mesh, class_weights=None):
     """The data-parallel (jit + shard_map) train step f(state, global batch) -> (state,
-    metrics); the state's buffers are donated."""
+    metrics, finite); the state's buffers are donated."""
     mean, std = mean_std(config)
     return parallel.data_parallel(
         functools.partial(
@@ -108,7 +131,7 @@ def make_train_step(config, num_classes: int, mesh, class_weights=None):
         ),
         mesh,
         in_specs=(P(), P(AXIS)),
-        out_specs=(P(), P()),
+        out_specs=(P(), P(), P()),
         donate_argnums=(0,),
     )
 
@@ -139,18 +162,96 @@ class EarlyStopping:
         return self.patience > 0 and self.since_best >= self.patience
 
 
-def _logged_eval_accuracies(workdir: str, until_step: int) -> list[float]:
-    """The eval_accuracy values metrics.jsonl holds up to a step (replayed on resume)."""
-    rows = workdir_files.read_metrics(workdir)
-    return [r["eval_accuracy"] for r in rows if "eval_accuracy" in r and r["step"] <= until_step]
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient stopped being finite; nothing after the last good checkpoint
+    was saved."""
+
+    exit_status = 3
+
+
+class NonFiniteGuard:
+    """Reads the train step's `finite` flags, one step behind so that the host never waits
+    for the device (flush() reads them all, before anything is logged or saved).
+
+    on_nonfinite='stop' raises TrainingDiverged at the first non-finite step; 'skip' counts
+    such steps (the step itself already left the state unchanged) and raises after
+    max_in_a_row of them in a row.
+    """
+
+    def __init__(self, on_nonfinite: str, max_in_a_row: int, advice):
+        self.skip = on_nonfinite == "skip"
+        self.max_in_a_row = int(max_in_a_row)
+        self.advice = advice  # f() -> what to do, for the error message
+        self.pending, self.in_a_row, self.skipped = [], 0, 0
+
+    def push(self, step: int, finite) -> None:
+        self.pending.append((step, finite))
+        if len(self.pending) > 1:
+            self._check(*self.pending.pop(0))
+
+    def flush(self) -> None:
+        while self.pending:
+            self._check(*self.pending.pop(0))
+
+    def _check(self, step: int, finite) -> None:
+        if bool(finite):
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.skipped += 1
+        if not self.skip or self.in_a_row >= self.max_in_a_row:
+            times = f" ({self.in_a_row} steps in a row)" if self.skip else ""
+            raise TrainingDiverged(
+                f"Training diverged at step {step}{times}: the loss or a gradient is not "
+                f"finite (NaN or infinity). {self.advice()}"
+            )
+        logging.warning("Step %d is not finite: skipped (the weights are unchanged).", step)
+
+
+def _divergence_advice(config, ckpt) -> str:
+    latest = ckpt.latest_step()
+    saved = (
+        f"The last good checkpoint, step {latest}, stays the latest; nothing after it was saved."
+        if latest is not None
+        else "No checkpoint was saved."
+    )
+    tries = [f"a lower config.optimizer.learning_rate (now {config.optimizer.learning_rate:g})"]
+    if config.half_precision:
+        tries.append("config.half_precision=False")
+    if config.on_nonfinite != "skip":
+        tries.append("config.on_nonfinite='skip' to skip such steps")
+    return f"{saved} Try {', or '.join(tries)}."
+
+
+def _resumed_pipeline(config, workdir: str):
+    """config, with pipeline 'auto' set to the pipeline the run in `workdir` started with (a
+    resume must read the same batches, even where 'auto' would now choose otherwise)."""
+    if config.dataset.pipeline != "auto":
+        return config
+    try:
+        saved = workdir_files.load_config(workdir).dataset.pipeline
+    except (FileNotFoundError, AttributeError, ValueError):
+        return config
+    if saved == "auto" or not os.path.isdir(os.path.join(workdir, checkpointing.DIRECTORY)):
+        return config
+    config = config.copy_and_resolve_references()
+    config.dataset.pipeline = saved
+    return config
+
+
+def _logged_rows(workdir: str, until_step: int) -> list[dict]:
+    """The rows metrics.jsonl holds up to a step (what a resumed run has logged already)."""
+    return [r for r in workdir_files.read_metrics(workdir) if r["step"] <= until_step]
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint.
+    """Trains `config` in `workdir`, resuming from its latest intact checkpoint.
 
     Evaluates periodically on the validation split (config.dataset.validation_split, else
     eval_split) for the best checkpoint and early stopping; returns the last of those metrics,
-    plus the final report's 'report_dir', 'report_split' and 'report_accuracy'.
+    plus the final report's 'report_dir', 'report_split' and 'report_accuracy'. Raises
+    TrainingDiverged when the loss stops being finite and interrupts.Preempted after SIGTERM or
+    SIGINT (having saved a checkpoint of the step it stopped at).
     """
     # Here, not at the top: CLU's writers and progress reports import TensorFlow, and the train
     # step above runs without it.
@@ -158,8 +259,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     from imgcls import writers
 
+    config_check.check(config)
     os.makedirs(workdir, exist_ok=True)
     config, info, _ = state_lib.resolve_run(config)
+    config = data.resolve_pipeline(_resumed_pipeline(config, workdir), info)
     mesh = parallel.create_mesh()
     state_lib.check_config(config, info, mesh)
 
@@ -186,15 +289,25 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     unfreeze = optim.unfreeze_step(config, steps_per_epoch)
     unfrozen_apply = state_lib.create_model(config, info.num_classes).apply
 
+    logged = _logged_rows(workdir, start_step)
     writer = writers.create_writer(workdir, resume_step=start_step)
     stopper = EarlyStopping(config.early_stopping_patience)
-    for accuracy in _logged_eval_accuracies(workdir, start_step):
-        stopper.update(accuracy)
+    for row in logged:
+        if "eval_accuracy" in row:
+            stopper.update(row["eval_accuracy"])
     p_train, p_eval = make_steps(config, info.num_classes, mesh, data.class_weights(config, info))
+    metrics_cls = metrics_lib.metrics_collection(info.num_classes)
     train_iter = data.create_train_iterator(config, info, start_step=start_step, mesh=mesh)
     validation_batches = data.eval_batches(config, info, data.validation_split(config))
+    # The console's progress and ETA lines; the logged steps_per_sec is measured below, so that
+    # metrics.jsonl has the same rows however often the run was interrupted.
     progress = periodic_actions.ReportProgress(
-        num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
+        num_train_steps=total_steps, every_steps=config.log_every_steps, every_secs=None
+    )
+    guard = NonFiniteGuard(
+        config.on_nonfinite,
+        config.max_nonfinite_steps,
+        functools.partial(_divergence_advice, config, ckpt),
     )
     logging.info(
         "Training %s on %s: %d steps (%d per epoch), global batch %d on %d devices; "
@@ -210,49 +323,69 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     def run_eval(state, step):
         with progress.timed("eval"):
-            batches = validation_batches()
             variables = state_lib.model_variables(state)
-            merged = evaluate.evaluate_batches(p_eval, variables, batches, mesh)
+            merged = evaluate.evaluate_batches(p_eval, variables, validation_batches(), mesh)
             scalars = metrics_lib.to_scalars(merged, "eval")
         writer.write_scalars(step, scalars)
         return scalars
 
-    t0 = time.time()
-    train_metrics, eval_metrics = None, None
+    # The metrics accumulated since the last log line when the checkpoint was saved.
+    saved = workdir_files.load_accumulator(workdir, start_step)
+    train_metrics = metrics_lib.collection_from_json(metrics_cls, saved)
+    eval_metrics, last_log = None, (start_step, time.time())
     steps = range(start_step, total_steps) if not stopper.should_stop else ()
+    t0 = time.time()
     try:
-        for step in steps:
-            if unfreeze is not None and step >= unfreeze and state.apply_fn != unfrozen_apply:
-                logging.info("The backbone trains from step %d on (unfrozen).", step)
-                state = state.replace(apply_fn=unfrozen_apply)
-            batch = parallel.global_batch(mesh, next(train_iter))
-            state, step_metrics = p_train(state, batch)
-            train_metrics = (
-                step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-            )
-            done = step + 1
-            progress(done)
-            if done % config.log_every_steps == 0 or done == total_steps:
-                scalars = metrics_lib.to_scalars(train_metrics, "train")
-                scalars["learning_rate"] = float(learning_rate_fn(step))
-                writer.write_scalars(done, scalars)
-                train_metrics = None
-            eval_metrics = None
-            if done % eval_every == 0 or done == total_steps:
-                eval_metrics = run_eval(state, done)
-            if eval_metrics or done % config.checkpoint_every_steps == 0:
-                ckpt.save(done, state, eval_metrics)
-            if eval_metrics and stopper.update(eval_metrics["eval_accuracy"]):
-                logging.info(
-                    "Early stopping at step %d: no better validation accuracy than %.4f for "
-                    "%d evaluations.",
-                    done,
-                    stopper.best,
-                    stopper.patience,
+        with interrupts.Preemption() as preemption:
+            for step in steps:
+                if unfreeze is not None and step >= unfreeze and state.apply_fn != unfrozen_apply:
+                    logging.info("The backbone trains from step %d on (unfrozen).", step)
+                    state = state.replace(apply_fn=unfrozen_apply)
+                batch = parallel.global_batch(mesh, next(train_iter))
+                state, step_metrics, finite = p_train(state, batch)
+                done = step + 1
+                guard.push(done, finite)
+                train_metrics = (
+                    step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
                 )
-                break
+                progress(done)
+                stop = preemption.requested(done)
+                log_now = done % config.log_every_steps == 0 or done == total_steps
+                eval_now = done % eval_every == 0 or done == total_steps
+                save_now = eval_now or stop or done % config.checkpoint_every_steps == 0
+                if log_now or save_now:
+                    guard.flush()  # nothing non-finite is logged, evaluated or saved
+                if log_now:
+                    scalars = metrics_lib.to_scalars(train_metrics, "train")
+                    scalars["learning_rate"] = float(learning_rate_fn(step))
+                    scalars["steps_per_sec"] = (done - last_log[0]) / (time.time() - last_log[1])
+                    if guard.skip:
+                        scalars["skipped_steps"] = guard.skipped
+                    writer.write_scalars(done, scalars)
+                    train_metrics, last_log = None, (done, time.time())
+                eval_metrics = run_eval(state, done) if eval_now else None
+                if save_now:
+                    if jax.process_index() == 0:
+                        accumulated = metrics_lib.collection_to_json(train_metrics)
+                        workdir_files.save_accumulator(workdir, done, accumulated, ckpt.all_steps())
+                    ckpt.save(done, state, eval_metrics)
+                if stop:
+                    raise interrupts.Preempted(preemption.signum, done, workdir)
+                if eval_metrics and stopper.update(eval_metrics["eval_accuracy"]):
+                    logging.info(
+                        "Early stopping at step %d: no better validation accuracy than %.4f "
+                        "for %d evaluations.",
+                        done,
+                        stopper.best,
+                        stopper.patience,
+                    )
+                    break
         if eval_metrics is None:  # finished before this call: report on the final state
-            eval_metrics = run_eval(state, int(state.step))
+            last_row = next((r for r in reversed(logged) if "eval_accuracy" in r), None)
+            if last_row is not None and last_row["step"] == int(state.step):
+                eval_metrics = {k: v for k, v in last_row.items() if k.startswith("eval_")}
+            else:
+                eval_metrics = run_eval(state, int(state.step))
         last_step = int(state.step)
         if stopper.patience > 0 and ckpt.best_step() not in (None, last_step):
             best = ckpt.best_step()

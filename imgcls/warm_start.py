@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from imgcls import checkpointing, keras_import, keras_weights
+from imgcls import checkpointing, files, keras_import, keras_weights
 from imgcls import workdir as workdir_files
 
 KERAS = "keras"
@@ -231,6 +231,5 @@ def warm_start(config, state, workdir: str | None = None):
     )
     logging.info("%s", summary(report))
     if workdir is not None and jax.process_index() == 0:
-        with open(os.path.join(workdir, REPORT_FILE), "w") as f:
-            json.dump(report, f, indent=2)
+        files.write_json(os.path.join(workdir, REPORT_FILE), report)
     return state, report

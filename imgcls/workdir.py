@@ -4,6 +4,8 @@ W/config.json        the resolved config (eval, predict, export and serve rebuil
                      from it; never from the original flags)
 W/dataset_info.json  class names and image shape, so predict, export and serve need no data
 W/metrics.jsonl      one JSON object per logged step (written by imgcls.writers)
+W/train_accumulator.json  per checkpoint step, the training metrics accumulated since the last
+                     log line, so a resumed run logs the same averages as an uninterrupted one
 
 Plain files: no JAX, no TensorFlow (sweep results read metrics.jsonl on any machine).
 """
@@ -13,18 +15,20 @@ import os
 
 import ml_collections
 
+from imgcls import files
+
 CONFIG_FILE = "config.json"
 DATASET_INFO_FILE = "dataset_info.json"
 METRICS_FILE = "metrics.jsonl"
+ACCUMULATOR_FILE = "train_accumulator.json"
 
 
 def save(config, workdir: str, info=None) -> None:
     """Writes W/config.json and, given the DatasetInfo, W/dataset_info.json."""
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    with files.atomic_open(os.path.join(workdir, CONFIG_FILE)) as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     if info is not None:
-        with open(os.path.join(workdir, DATASET_INFO_FILE), "w") as f:
-            json.dump(dataset_info_dict(info), f, indent=2)
+        files.write_json(os.path.join(workdir, DATASET_INFO_FILE), dataset_info_dict(info))
 
 
 def dataset_info_dict(info) -> dict:
@@ -72,3 +76,26 @@ def read_metrics(path: str) -> list[dict]:
             if isinstance(row, dict):
                 rows.append(row)
     return rows
+
+
+def save_accumulator(workdir: str, step: int, state, keep_steps) -> None:
+    """Records the JSON state of the training metrics accumulated at checkpoint `step`; entries
+    of steps not in keep_steps (checkpoints deleted since) are dropped."""
+    saved = _read_accumulators(workdir)
+    saved = {k: v for k, v in saved.items() if int(k) in set(keep_steps)}
+    saved[str(int(step))] = state
+    files.write_json(os.path.join(workdir, ACCUMULATOR_FILE), saved, indent=None)
+
+
+def load_accumulator(workdir: str, step: int):
+    """The state save_accumulator recorded at `step`, or None."""
+    return _read_accumulators(workdir).get(str(int(step)))
+
+
+def _read_accumulators(workdir: str) -> dict:
+    try:
+        with open(os.path.join(workdir, ACCUMULATOR_FILE), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}

@@ -4,36 +4,44 @@ Importing this module imports TensorFlow (CLU's summary writer), so training imp
 only inside `train_and_evaluate`.
 """
 
-import json
 import os
 
 import jax
 from clu import metric_writers
 
+from imgcls import files
 from imgcls import workdir as workdir_files
 
 
 class JsonlWriter(metric_writers.MetricWriter):
-    """Appends every scalar write as one JSON object per line: {"step": s, "name": v, ...}."""
+    """Appends every scalar write as one JSON object per line: {"step": s, "name": v, ...}.
+
+    Each line is written whole and flushed; non-finite values are written as null. A line cut
+    short (a kill, a full disk) is dropped on resume, as readers (workdir.read_metrics) skip it.
+    """
 
     def __init__(self, path: str, keep_until_step: int | None = None):
         self.path = path
         if keep_until_step is not None and os.path.exists(path):
             self._truncate(keep_until_step)
-        self._file = open(path, "a")
+        try:
+            self._file = open(path, "a")
+        except OSError as e:
+            raise files.WriteError.of(e, path) from e
 
     def _truncate(self, last_step: int) -> None:
         """On resume, drops lines logged after the checkpoint, which are about to be redone."""
-        with open(self.path) as f:
-            lines = [line for line in f if line.strip()]
-        kept = [line for line in lines if json.loads(line)["step"] <= last_step]
-        with open(self.path, "w") as f:
-            f.writelines(kept)
+        kept = [row for row in workdir_files.read_metrics(self.path) if row["step"] <= last_step]
+        with files.atomic_open(self.path) as f:
+            f.writelines(files.json_text(row) + "\n" for row in kept)
 
     def write_scalars(self, step, scalars):
         row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(files.json_text(row) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise files.WriteError.of(e, self.path) from e
 
     def write_summaries(self, step, values, metadata=None):
         pass

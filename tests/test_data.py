@@ -41,6 +41,7 @@ def make_config(data_dir, batch_size=64, eval_batch_size=100, seed=0, **dataset)
     config.seed, config.batch_size, config.eval_batch_size = seed, batch_size, eval_batch_size
     config.dataset.data_dir = data_dir
     config.augment.random_crop_padding = 0  # no augmentation unless a test asks for it
+    config.dataset.pipeline = "tf"  # the tf.data pipeline (test_device_pipeline.py: the other)
     for key, value in dataset.items():
         (config.augment if key in config.augment else config.dataset)[key] = value
     return config

@@ -3,6 +3,7 @@
 import collections
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import load_config, run_python
@@ -86,6 +87,7 @@ def test_device_pipeline_refuses_tf_only_augmentations():
 
 FOUR_DEVICES = """
 import collections, json, sys
+import jax
 import numpy as np
 sys.path.insert(0, 'tests')
 from test_device_pipeline import synthetic_config
@@ -127,3 +129,34 @@ def test_device_pipeline_trains_as_well_as_tf_data(data_dir, tmp_path):
         accuracies[pipeline] = result["eval_accuracy"]
     assert accuracies["device"] > 0.97, accuracies
     assert abs(accuracies["device"] - accuracies["tf"]) < 0.02, accuracies
+
+
+def test_auto_picks_the_device_pipeline_when_it_fits_and_can_augment(monkeypatch, tmp_path):
+    from imgcls.data import choice
+
+    config = synthetic_config("auto", horizontal_flip=True, erasing=0.5)
+    info = data.get_dataset_info(config)
+    assert choice.choose(config, info)[0] == "device"
+    assert isinstance(next(data.create_train_iterator(config, info))["image"], jax.Array)
+    rotated = synthetic_config("auto", rotation=10.0)
+    assert choice.choose(rotated, info) == (
+        "tf",
+        "config.augment.rotation only run in tf.data",
+    )
+    monkeypatch.setattr(choice, "DEVICE_MEMORY_FRACTION", 1e-9)
+    pipeline, why = choice.choose(config, info)
+    assert pipeline == "tf" and "is more than 0% of a device's memory" in why
+    assert isinstance(next(data.create_train_iterator(config, info))["image"], np.ndarray)
+    config.dataset.pipeline = "device"  # an explicit choice is kept
+    assert choice.choose(config, info) == ("device", "config.dataset.pipeline")
+
+
+def test_a_resumed_auto_run_keeps_the_pipeline_it_started_with(tmp_path):
+    """W/config.json of a run that has checkpoints says which pipeline 'auto' chose then."""
+    config = synthetic_config("auto")
+    started = config.copy_and_resolve_references()
+    started.dataset.pipeline = "tf"
+    (tmp_path / "config.json").write_text(started.to_json())
+    assert train._resumed_pipeline(config, str(tmp_path)).dataset.pipeline == "auto"  # fresh
+    (tmp_path / "checkpoints").mkdir()
+    assert train._resumed_pipeline(config, str(tmp_path)).dataset.pipeline == "tf"

@@ -399,3 +399,21 @@ def test_stratified_order_spreads_every_class():
         tail = np.bincount(labels[-m:], minlength=3)
         expected = m * np.array(list(sizes.values())) / len(order)
         assert np.abs(tail - expected).max() < 1.0 + 1e-9, (m, tail, expected)
+
+
+def test_overrides_of_auto_keys_pass_the_config_check():
+    """--config.dataset.image_size=64 on folder_cnn arrives as the text '64' (the key is 'auto'
+    there): the check reads it as the value it spells, and refuses text that spells none."""
+    from imgcls import config_check
+
+    config = folder_cnn("/data", "")
+    with config.dataset.ignore_type():
+        config.dataset.image_size, config.dataset.mean = "64", "(0.5, 0.5, 0.5)"
+        config.dataset.validation_fraction = "0.2"
+    assert config_check.problems(config) == []
+    with config.dataset.ignore_type():
+        config.dataset.image_size, config.dataset.validation_fraction = "big", "1.5"
+    assert config_check.problems(config) == [
+        "config.dataset.image_size='big' must be an integer >= 0 (or 'auto').",
+        "config.dataset.validation_fraction='1.5' must be in [0, 1) (or 'auto').",
+    ]

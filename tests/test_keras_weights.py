@@ -105,7 +105,7 @@ def test_interrupted_download_is_never_used(server, keras_home, monkeypatch):
     assert os.listdir(keras_home) == []
     assert keras_weights.cached_path() is None
     # A temporary file a killed download left behind is not the weights file either.
-    (keras_home / f".{keras_weights.FILE}.abc123").write_bytes(PAYLOAD[:1000])
+    (keras_home / f"{keras_weights.FILE}.partial-12345").write_bytes(PAYLOAD[:1000])
     monkeypatch.setattr(keras_weights, "URL", f"{server}/good")
     path = keras_weights.resnet50_weights()
     assert open(path, "rb").read() == PAYLOAD

@@ -235,3 +235,31 @@ def test_batchnorm_train_inside_shard_map():
     np.testing.assert_array_equal(old[("bn_init", "mean")], 0.0)
     assert np.all(np.abs(stem_mean) > 0)
     assert any(not np.array_equal(old[k], new[k]) for k in old)
+
+
+@pytest.mark.parametrize(
+    "shape,window,strides,padding",
+    [
+        ((4, 28, 28, 3), (2, 2), (2, 2), "SAME"),  # the cnn: 28 -> 14 -> 7 -> 4
+        ((4, 7, 7, 3), (2, 2), (2, 2), "SAME"),
+        ((2, 9, 6, 2), (2, 2), (2, 2), "SAME"),
+        ((2, 15, 13, 4), (3, 3), (2, 2), "SAME"),  # the ResNet stem
+        ((2, 16, 16, 4), (3, 3), (2, 2), ((1, 1), (1, 1))),  # resnet_v1's (Keras) stem
+    ],
+)
+def test_max_pool_equals_flax_in_values_and_gradients_with_ties(shape, window, strides, padding):
+    """Inputs after ReLU are full of ties (zeros, and equal positives): the gradient must go
+    where nn.max_pool's select-and-scatter sends it, not be split between tied elements."""
+    from imgcls.models.pooling import max_pool
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(np.maximum(rng.integers(-2, 3, shape), 0).astype(np.float32))
+    ours, our_vjp = jax.vjp(lambda v: max_pool(v, window, strides, padding), x)
+    flax, flax_vjp = jax.vjp(lambda v: nn.max_pool(v, window, strides, padding), x)
+    np.testing.assert_array_equal(ours, flax)
+    g = jnp.asarray(rng.normal(size=flax.shape).astype(np.float32))
+    if window == strides:  # every element in one window: exactly the same gradient
+        np.testing.assert_array_equal(our_vjp(g)[0], flax_vjp(g)[0])
+    else:  # overlapping windows: the same routing, shares added in another order
+        np.testing.assert_allclose(our_vjp(g)[0], flax_vjp(g)[0], atol=1e-6)
+    assert int((our_vjp(g)[0] != 0).sum()) == int((flax_vjp(g)[0] != 0).sum())

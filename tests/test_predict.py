@@ -245,3 +245,36 @@ def test_predict_paths_checks_its_arguments_before_any_work(tmp_path):
         predict.predict_paths(str(tmp_path), [])
     with pytest.raises(ValueError, match=r"ending in \.csv or \.json"):
         predict.predict_paths(str(tmp_path), ["a.png"], output="out.txt")
+
+
+def test_large_images_are_shrunk_first_and_give_nearly_the_same_pixels(digits_workdir):
+    """A photo many times the model's size is shrunk by PIL before TensorFlow's resize (a JPEG
+    decodes at 1/8 of its size): the preprocessed pixels stay within a few levels of resizing
+    the whole image, as evaluation does."""
+    predictor = predict.Predictor(digits_workdir, batch_size=2)
+    y, x = np.mgrid[0:600, 0:800]
+    smooth = ((x + 2 * y) * 255 / 2000).astype(np.uint8)
+    for fmt in ("PNG", "JPEG"):
+        buffer = io.BytesIO()
+        Image.fromarray(smooth).save(buffer, format=fmt)
+        data = buffer.getvalue()
+        stored, height, width, reencoded = images.read_image(
+            data, 1, None, predictor.min_decoded_size
+        )
+        assert (height, width) == (600, 800) and reencoded
+        with Image.open(io.BytesIO(stored)) as small:
+            assert 16 <= min(small.size) <= 75, small.size  # (8x8 model: kept >= 16 x 16)
+        shrunk = predictor.preprocess(data, max_pixels=None)
+        whole = predictor._preprocess(data).numpy()  # TF's antialiased resize of it all
+        assert np.abs(shrunk.astype(int) - whole.astype(int)).max() <= 4, fmt
+
+
+def test_decoding_more_pixels_than_allowed_is_refused_before_decoding(digits_workdir):
+    predictor = predict.Predictor(digits_workdir, batch_size=2)
+    big = io.BytesIO()
+    Image.new("L", (3000, 2000)).save(big, format="PNG")
+    with pytest.raises(images.ImageTooLarge, match="6,000,000 pixels in memory"):
+        predictor.preprocess(big.getvalue(), max_decoded_pixels=5_000_000)
+    photo = io.BytesIO()  # the same as a JPEG decodes at 1/8: allowed
+    Image.new("L", (3000, 2000)).save(photo, format="JPEG")
+    assert predictor.preprocess(photo.getvalue(), max_decoded_pixels=5_000_000).shape == (8, 8, 1)

@@ -206,7 +206,7 @@ def test_optuna_search_prunes_or_ranks_diverging_trials_last(tmp_path, data_dir)
 
 
 def test_parallel_trials_get_their_own_gpus():
-    from imgcls.sweep import Devices
+    from imgcls.launcher import Devices
 
     def slots(devices, n):
         return [devices.slots.get() for _ in range(n)]

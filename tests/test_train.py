@@ -190,6 +190,7 @@ config.final_report = False
 config.optimizer.name = 'sgd'
 config.optimizer.learning_rate = 0.05
 config.dataset.mean, config.dataset.std = (0.3,), (0.4,)
+config.dataset.pipeline = 'tf'  # the same batches on any number of devices
 result = train.train_and_evaluate(config, sys.argv[2])
 state = __import__('test_train').restore_final(config, sys.argv[2])
 variables = (state.params, state.batch_stats)

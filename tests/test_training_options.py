@@ -112,7 +112,7 @@ def test_class_weights_and_weighted_loss(digits_config):
         state, _, _ = state_lib.initial_state(config, info, mesh)
         class_weights = None if scale is None else (scale,) * 10
         p_train, _ = train.make_steps(config, 10, mesh, class_weights)
-        _, step_metrics = p_train(state, batch)
+        _, step_metrics, _ = p_train(state, batch)
         losses[scale] = float(step_metrics.compute()["loss"])
     assert losses[2.0] == pytest.approx(2 * losses[None], rel=1e-5)
 
@@ -215,7 +215,7 @@ def test_train_step_with_mixing_is_deterministic(digits_config):
     for _ in range(2):
         state, _, _ = state_lib.initial_state(config, info, mesh)
         p_train, _ = train.make_steps(config, 10, mesh)
-        state, step_metrics = p_train(state, batch)
+        state, step_metrics, _ = p_train(state, batch)
         outs.append((jax.tree.leaves(state.params), step_metrics.compute()))
     for a, b in zip(outs[0][0], outs[1][0], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -299,6 +299,7 @@ def test_main_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_f
 def test_train_split_too_big_for_memory_is_not_cached(digits_config, monkeypatch, caplog):
     from imgcls.data import pipeline
 
+    digits_config.dataset.pipeline = "tf"  # the tf.data pipeline's cache
     info = data.get_dataset_info(digits_config)
     small = data.create_train_iterator(digits_config, info)
     assert "Not caching" not in caplog.text

@@ -7,6 +7,7 @@ on first call. Models and training can therefore run where TensorFlow is not ins
 
 from imgcls.data.balance import balanced_class_weights, check_balance
 from imgcls.data.batching import num_eval_batches, steps_per_epoch
+from imgcls.data.choice import resolve as resolve_pipeline
 from imgcls.data.info import DatasetInfo
 from imgcls.data.normalize import normalize
 from imgcls.data.splits import resolve_splits, validation_split
@@ -22,6 +23,7 @@ __all__ = [
     "normalize",
     "num_eval_batches",
     "resolve_dataset",
+    "resolve_pipeline",
     "resolve_splits",
     "steps_per_epoch",
     "validation_split",
@@ -57,15 +59,17 @@ def create_train_iterator(config, info, start_step=0, mesh=None):
     Deterministic in (config.seed, process index, start_step); resuming at start_step yields
     exactly the batches an uninterrupted run yields from that step on. With
     config.dataset.pipeline 'tf' the batches are host-local numpy arrays; with 'device' they
-    are global arrays already sharded over `mesh` (all devices when None).
+    are global arrays already sharded over `mesh` (all devices when None); 'auto' picks one
+    (imgcls.data.choice).
     """
+    config = resolve_pipeline(config, info, log=False)
     if config.dataset.pipeline == "device":
         from imgcls.data import device_pipeline
 
         return device_pipeline.DeviceTrainIterator(config, info, start_step, mesh)
     if config.dataset.pipeline != "tf":
         raise ValueError(
-            f"config.dataset.pipeline='{config.dataset.pipeline}' is not 'tf' or 'device'."
+            f"config.dataset.pipeline='{config.dataset.pipeline}' is not 'auto', 'tf' or 'device'."
         )
     from imgcls.data import pipeline
 
@@ -89,7 +93,7 @@ def eval_batches(config, info, split):
     With the device pipeline the batches are decoded once and then replayed from host memory,
     so evaluations during training run without TensorFlow.
     """
-    if config.dataset.pipeline != "device":
+    if resolve_pipeline(config, info, log=False).dataset.pipeline != "device":
         return lambda: create_eval_iterator(config, info, split)
     batches = list(create_eval_iterator(config, info, split))
     return lambda: iter(batches)

@@ -93,12 +93,17 @@ def random_erasing(images, key, probability):
     return jnp.where(mask, noise, images)
 
 
+def tf_only_augmentations(aug) -> list[str]:
+    """The augmentations config.augment `aug` turns on that only the tf.data pipeline has."""
+    return [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name) != off]
+
+
 def device_supported_check(aug):
     """Raises ValueError if config.augment `aug` turns on a tf.data-only augmentation.
 
     Call it when building the device pipeline, so the error comes before any data is loaded.
     """
-    on = [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name) != off]
+    on = tf_only_augmentations(aug)
     if on:
         keys = ", ".join(f"config.augment.{name}={getattr(aug, name)!r}" for name in on)
         raise ValueError(

@@ -13,6 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models.pooling import max_pool
+
 
 class CNN(nn.Module):
     """[Conv 3x3 -> ReLU -> 2x2 max-pool] per entry of `features`, then a two-layer MLP head."""
@@ -30,7 +32,7 @@ class CNN(nn.Module):
             x = nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype)(x)
             x = nn.relu(x)
             # SAME padding keeps odd sizes valid: 8x8 -> 4x4 -> 2x2 -> 1x1.
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+            x = max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         # Grad-CAM hook (imgcls.cam): adds a zero "perturbations" variable, whose gradient is the
         # feature map's; a no-op unless that collection is passed. Skipped under init so the
         # variables hold no batch-shaped array (only params and batch_stats).

@@ -16,6 +16,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models.pooling import max_pool
+
 ModuleDef = Any
 
 STEMS = ("imagenet", "small")
@@ -142,7 +144,7 @@ class ResNet(nn.Module):
             )
             x = norm(name="bn_init")(x)
             x = nn.relu(x)
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         else:
             x = conv(self.num_filters, (3, 3), padding="SAME", name="conv_init")(x)
             x = norm(name="bn_init")(x)

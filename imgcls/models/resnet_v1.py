@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models.pooling import max_pool
 from imgcls.models.resnet import batch_norm, conv_kernel_init, pooled_logits
 
 ModuleDef = Any
@@ -79,7 +80,7 @@ class ResNetV1(nn.Module):
         x = nn.relu(x)
         # Keras: ZeroPadding2D(1) + 3x3/2 VALID max-pool. Padding with -inf (as here) or with 0
         # gives the same maximum: the input is >= 0 after the relu and every window holds a pixel.
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for i, block_size in enumerate(self.stage_sizes):
             for j in range(block_size):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)

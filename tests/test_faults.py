@@ -1,0 +1,408 @@
+"""Fault injection: kills, preemption, divergence, damaged checkpoints, a full disk, big uploads.
+
+Each test does to a run what the real world does (SIGKILL at random points, SIGTERM from a
+scheduler, a learning rate that explodes, a checkpoint file cut short or overwritten, a disk
+that fills up, uploads built to blow up memory) and checks that no work is lost, nothing wrong
+is saved, resuming is exact, and the user gets one clear line.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ROOT, load_config, run_python
+
+from imgcls import checkpointing, data, evaluate, parallel, predict, train
+from imgcls import state as state_lib
+from imgcls.interrupts import Preempted
+
+STEPS = 60
+TIMING_KEYS = ("steps_per_sec",)
+
+
+def small_config(data_dir, **overrides):
+    """The default cnn on digits, checkpointing every 3 steps: kills often land in a save."""
+    config = load_config()
+    config.dataset.data_dir = data_dir
+    config.num_train_steps = STEPS
+    config.checkpoint_every_steps = 3
+    config.log_every_steps = 5
+    config.eval_every_epochs = 1.0  # 22 steps
+    config.final_report = False
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def flags(config, workdir):
+    keys = ("num_train_steps", "checkpoint_every_steps", "log_every_steps", "eval_every_epochs")
+    return [
+        "main.py",
+        "--config=configs/default.py",
+        f"--config.dataset.data_dir={config.dataset.data_dir}",
+        *(f"--config.{k}={config[k]}" for k in keys),
+        "--config.final_report=False",
+        f"--workdir={workdir}",
+    ]
+
+
+def metric_rows(workdir):
+    """metrics.jsonl without the timing values (they differ from run to run)."""
+    rows = []
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)  # every line is whole, valid JSON
+            rows.append({k: v for k, v in row.items() if k not in TIMING_KEYS})
+    return rows
+
+
+def final_state(config, workdir, step=None):
+    template, _, _ = state_lib.initial_state(
+        config, data.get_dataset_info(config), parallel.create_mesh()
+    )
+    with checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True) as c:
+        return c.restore(template, step)
+
+
+def assert_same_state(a, b):
+    assert int(a.step) == int(b.step)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    """The uninterrupted run: (config, workdir)."""
+    config = small_config(data_dir)
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+def start(config, workdir):
+    return subprocess.Popen(
+        [sys.executable, *flags(config, workdir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_logged_step(proc, workdir, step, timeout=300):
+    """Waits until metrics.jsonl has a row at or after `step` (the process is training)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if os.path.exists(path):
+            with open(path) as f:
+                steps = [json.loads(line)["step"] for line in f if line.endswith("\n")]
+            if steps and max(steps) >= step:
+                return
+        time.sleep(0.01)
+    raise TimeoutError(f"no step {step} in {path}")
+
+
+def test_sigkill_and_sigterm_at_random_points_resume_exactly(reference, tmp_path):
+    """Two SIGKILLs and a SIGTERM at random steps (checkpoints every 3 steps, so some land in a
+    save), each followed by a rerun: the final state and metrics.jsonl are bitwise the
+    uninterrupted run's."""
+    config, ref_dir = reference
+    workdir = str(tmp_path / "interrupted")
+    rng = random.Random(0)
+    points = sorted(rng.sample(range(5, STEPS - 10, 5), 3))
+    for i, step in enumerate(points):
+        proc = start(config, workdir)
+        wait_for_logged_step(proc, workdir, step)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if i < 2:
+            proc.kill()
+            proc.communicate()
+            continue
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+        assert "Traceback" not in err
+        message = [line for line in err.splitlines() if line.startswith("imgcls: SIGTERM")]
+        assert len(message) == 1, err[-3000:]
+        stopped = int(message[0].split("stopped after step ")[1].split()[0])
+        with checkpointing.Checkpointer.of_workdir(workdir) as ckpt:
+            assert ckpt.latest_step() == stopped >= step  # the step it stopped at is saved
+    proc = run_python(flags(config, workdir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = [line for line in proc.stderr.splitlines() if re.match(r"I\d{4} ", line)]
+    sources = {line.split("]")[0].split()[-1].split(":")[0] for line in info}
+    # Ours and CLU's progress lines (and TensorFlow's C++ start-up line); no Orbax INFO.
+    assert sources <= {"cli.py", "train.py", "logging_writer.py", "local.py", "port.cc"}, sources
+    assert_same_state(final_state(config, workdir), final_state(config, ref_dir))
+    assert metric_rows(workdir) == metric_rows(ref_dir)
+
+
+def test_rerunning_a_finished_run_changes_nothing(reference, tmp_path):
+    config, ref_dir = reference
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(ref_dir, workdir)
+    before = open(os.path.join(workdir, "metrics.jsonl")).read()
+    again = train.train_and_evaluate(config, workdir)
+    assert open(os.path.join(workdir, "metrics.jsonl")).read() == before  # no duplicate row
+    assert again["eval_accuracy"] == metric_rows(ref_dir)[-1]["eval_accuracy"]
+
+
+def test_sigint_in_process_saves_and_resumes(data_dir, tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT) while training: the step finishes, is saved, Preempted says how to go
+    on; the rerun continues from that step."""
+    config = small_config(data_dir, num_train_steps=20, checkpoint_every_steps=100)
+    real = parallel.global_batch
+    calls = {"n": 0}
+
+    def interrupt_at_step_7(mesh, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            signal.raise_signal(signal.SIGINT)
+        return real(mesh, batch)
+
+    monkeypatch.setattr(parallel, "global_batch", interrupt_at_step_7)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Preempted, match="SIGINT received: stopped after step 7") as stopped:
+        train.train_and_evaluate(config, str(tmp_path))
+    assert stopped.value.exit_status == 130
+    with checkpointing.Checkpointer.of_workdir(str(tmp_path)) as ckpt:
+        assert ckpt.all_steps() == [7]
+    monkeypatch.setattr(parallel, "global_batch", real)
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler is restored
+    train.train_and_evaluate(config, str(tmp_path))
+    assert [r["step"] for r in metric_rows(str(tmp_path))] == [5, 10, 15, 20, 20]
+
+
+def poison(monkeypatch, bad_steps):
+    """Makes the train step report steps `bad_steps` (0-based) as non-finite, and do what it
+    does with a NaN loss: leave all but the step count unchanged, and the metrics empty."""
+    real = train.train_step
+
+    def poisoned(state, batch, **kwargs):
+        new, metrics, finite = real(state, batch, **kwargs)
+        bad = jnp.isin(state.step, jnp.asarray(bad_steps))
+        old = state.replace(step=new.step)
+        new = jax.tree.map(lambda n, o: jnp.where(bad, o, n), new, old)
+        metrics = jax.tree.map(lambda m: jnp.where(bad, jnp.zeros_like(m), m), metrics)
+        return new, metrics, finite & ~bad
+
+    monkeypatch.setattr(train, "train_step", poisoned)
+
+
+def test_divergence_stops_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    config = small_config(data_dir, num_train_steps=30, checkpoint_every_steps=5)
+    poison(monkeypatch, [12])  # the 13th step
+    with pytest.raises(train.TrainingDiverged, match=r"diverged at step 13.*step 10, stays"):
+        train.train_and_evaluate(config, str(tmp_path))
+    with checkpointing.Checkpointer.of_workdir(str(tmp_path)) as ckpt:
+        assert ckpt.latest_step() == 10
+    assert max(r["step"] for r in metric_rows(str(tmp_path))) == 10
+
+
+def test_skip_mode_skips_and_counts_non_finite_steps(data_dir, tmp_path, monkeypatch):
+    config = small_config(data_dir, num_train_steps=20, on_nonfinite="skip", max_nonfinite_steps=3)
+    poison(monkeypatch, [6, 7, 13])
+    train.train_and_evaluate(config, str(tmp_path / "skip"))
+    rows = [r for r in metric_rows(str(tmp_path / "skip")) if "train_loss" in r]
+    assert [r["skipped_steps"] for r in rows] == [0, 2, 3, 3]
+    assert all(np.isfinite(r["train_loss"]) for r in rows)
+    poison(monkeypatch, [6, 7, 8])  # 3 in a row: too many
+    with pytest.raises(train.TrainingDiverged, match=r"step 9 \(3 steps in a row\)"):
+        train.train_and_evaluate(config, str(tmp_path / "stop"))
+
+
+def test_a_real_divergence_is_caught_and_no_nan_is_written(data_dir, tmp_path):
+    config = small_config(data_dir, num_train_steps=40, checkpoint_every_steps=2)
+    config.optimizer.learning_rate = 1e6
+    with pytest.raises(train.TrainingDiverged, match="learning_rate"):
+        train.train_and_evaluate(config, str(tmp_path))
+    for row in metric_rows(str(tmp_path)):  # json.loads accepted every line; no NaN in it
+        assert all(v is None or np.isfinite(v) for v in row.values())
+    with checkpointing.Checkpointer.of_workdir(str(tmp_path)) as ckpt:
+        for step in ckpt.all_steps():
+            variables = ckpt.restore_variables(step)
+            assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+def test_the_step_leaves_the_state_alone_when_the_loss_is_not_finite(data_dir):
+    config = small_config(data_dir)
+    info = data.get_dataset_info(config)
+    mesh = parallel.create_mesh()
+    state, _, _ = state_lib.initial_state(config, info, mesh)
+    batch = parallel.global_batch(mesh, next(data.create_train_iterator(config, info)))
+    config.dataset.std = (0.0,)  # x / 0: every input is infinite or NaN
+    p_bad = train.make_train_step(config, info.num_classes, mesh)
+    before = jax.tree.map(np.asarray, state)
+    after, metrics, finite = p_bad(state, batch)
+    assert not bool(finite)
+    assert int(after.step) == int(before.step) + 1
+    assert_same_state(after.replace(step=before.step), before)
+    assert float(metrics.loss.count) == 0  # nothing to average
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory, data_dir):
+    """A 30-step run with checkpoints at 10, 20 and 30 (evaluated at 30 only), and a 40-step one
+    to compare with (a constant learning rate after warm-up: their first 30 steps agree)."""
+    config = small_config(data_dir, num_train_steps=30, checkpoint_every_steps=10)
+    config.eval_every_epochs = 100.0
+    config.optimizer.schedule = "constant"
+    config.keep_checkpoints = 3
+    workdir = str(tmp_path_factory.mktemp("checkpointed"))
+    train.train_and_evaluate(config, workdir)
+    longer = config.copy_and_resolve_references()
+    longer.num_train_steps = 40
+    reference = str(tmp_path_factory.mktemp("forty"))
+    train.train_and_evaluate(longer, reference)
+    return config, workdir, longer, reference
+
+
+def damaged_copy(workdir, tmp_path, how):
+    copy = str(tmp_path / how)
+    shutil.copytree(workdir, copy)
+    step_dir = os.path.join(copy, "checkpoints", "30", "default")
+    chunks = os.path.join(step_dir, "ocdbt.process_0", "d")
+    paths = [os.path.join(chunks, name) for name in os.listdir(chunks)]
+    if how == "truncated":
+        largest = max(paths, key=os.path.getsize)
+        with open(largest, "r+b") as f:
+            f.truncate(os.path.getsize(largest) // 2)
+    elif how == "overwritten":  # random bytes in the middle of each: Orbax may not notice
+        rng = np.random.default_rng(0)
+        for path in paths:
+            size = os.path.getsize(path)
+            with open(path, "r+b") as f:
+                f.seek(size // 4)
+                f.write(rng.bytes(min(4096, size // 2)))
+    elif how == "empty_metadata":
+        open(os.path.join(step_dir, "_METADATA"), "w").close()
+    return copy
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty_metadata"])
+def test_a_damaged_newest_checkpoint_falls_back_to_an_intact_one(checkpointed, tmp_path, how):
+    _, workdir, _, _ = checkpointed
+    copy = damaged_copy(workdir, tmp_path, how)
+    result = evaluate.evaluate_checkpoint(copy, "latest")
+    assert result["step"] == 20  # the newest intact step, said in the log
+    with pytest.raises(checkpointing.CorruptCheckpoint, match="step 30 .*corrupt") as error:
+        evaluate.evaluate_checkpoint(copy, "30")
+    assert len(str(error.value).splitlines()) == 1 and "another --checkpoint" in str(error.value)
+    assert predict.Predictor(copy).step == 20
+
+
+def test_resume_past_a_damaged_checkpoint_is_exact(checkpointed, tmp_path):
+    """Random bytes in the middle of the data files: Orbax restores step 30 without an error
+    (with NaN in the optimizer state); the checksums catch it and training resumes from 20."""
+    config, workdir, longer, reference = checkpointed
+    copy = damaged_copy(workdir, tmp_path, "overwritten")
+    with pytest.raises(checkpointing.CorruptCheckpoint, match=r"step 30 .*array \['opt_state'\]"):
+        final_state(longer, copy, step=30)
+    train.train_and_evaluate(longer, copy)  # resumes from 20, not from the damaged 30
+    assert os.path.isdir(os.path.join(copy, "corrupt_checkpoints", "30"))  # kept, set aside
+    assert_same_state(final_state(longer, copy), final_state(longer, reference))
+    assert metric_rows(copy) == metric_rows(reference)
+
+
+def test_non_finite_weights_are_refused_by_eval_and_predict(checkpointed, tmp_path):
+    config, workdir, _, _ = checkpointed
+    copy = str(tmp_path / "nan")
+    shutil.copytree(workdir, copy)
+    state = final_state(config, copy)
+    state = state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params))
+    with checkpointing.Checkpointer(os.path.join(copy, "checkpoints"), keep=5) as ckpt:
+        ckpt.save(99, state)
+    with pytest.raises(ValueError, match="step 99 .* non-finite weights"):
+        evaluate.evaluate_checkpoint(copy, "latest")
+    with pytest.raises(ValueError, match="non-finite weights"):
+        predict.Predictor(copy, "latest")
+
+
+def can_mount_tmpfs():
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(checkpointed, tmp_path):
+    """--mode=eval writing its report onto a disk with room for little more than the run."""
+    _, workdir, _, _ = checkpointed
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(workdir) for f in fs)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        f"mount -t tmpfs -o size={size // 1024 + 400}k tmpfs {disk} && "
+        f"cp -r {workdir} {disk}/w && "
+        f"{sys.executable} main.py --mode=eval --workdir={disk}/w; "
+        f'echo "exit=$?"; ls -la {disk}/w/eval/*'
+    )
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("imgcls: error")]
+    assert "exit=1" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert len(errors) == 1 and "No space left on device" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert ".partial-" not in proc.stdout  # no temporary file left behind
+    assert not [line for line in proc.stdout.splitlines() if line.split()[4:5] == ["0"]]
+
+
+SERVE_MEMORY = """
+import io, json, resource, sys, threading
+import numpy as np
+from PIL import Image
+from fastapi.testclient import TestClient
+from imgcls import predict, serve
+
+def encoded(side, fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (0, 0, 0)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+uploads = [("png16mp.png", encoded(4000, "PNG"))] * 6
+uploads += [("jpeg49mp.jpg", encoded(7000, "JPEG"))] * 2 + [("png49mp.png", encoded(7000, "PNG"))]
+app = serve.create_app(predict.Predictor(sys.argv[1], batch_size=8))
+with TestClient(app) as client:
+    client.post("/predict", files={"file": ("warm.png", encoded(64, "PNG"), "image/png")})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    statuses = {}
+    def send(name, body):
+        response = client.post("/predict", files={"file": (name, body, "image/png")})
+        statuses.setdefault(name, []).append(response.status_code)
+    threads = [threading.Thread(target=send, args=upload) for upload in uploads]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"growth_mb": (after - before) / 1024, "statuses": statuses}))
+"""
+
+
+def test_worst_case_uploads_cannot_make_the_server_pin_gigabytes(checkpointed):
+    """9 uploads at once, each the largest of its kind that passes the upload limit: 16 MP PNGs
+    (the decode limit), 49 MP JPEGs (decoded at 1/8) and a 49 MP PNG (refused before
+    decoding). The server's peak memory grows by less than MAX_DECODING x 80 MB."""
+    _, workdir, _, _ = checkpointed
+    proc = run_python(["-c", SERVE_MEMORY, workdir])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    from imgcls import serve
+
+    assert result["statuses"] == {
+        "png16mp.png": [200] * 6,
+        "jpeg49mp.jpg": [200] * 2,
+        "png49mp.png": [413],
+    }
+    assert result["growth_mb"] < serve.MAX_DECODING * 80, result
