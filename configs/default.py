@@ -12,6 +12,9 @@ so every key that any config uses exists here with its default.
 
 import ml_collections
 
+# The dataset keys that 'auto' resolves from the data's split names (imgcls/data/splits.py).
+AUTO_SPLIT_KEYS = ("train_split", "validation_split", "validation_fraction", "eval_split")
+
 
 def get_config():
     config = ml_collections.ConfigDict()
@@ -20,12 +23,18 @@ def get_config():
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "digits"  # 'digits', 'synthetic', 'folder', or any TFDS catalog name
     config.dataset.data_dir = ""  # TFDS data_dir; '' means TFDS's default (~/tensorflow_datasets)
+    # The split keys may be 'auto' (as in the folder configs): found by their common names,
+    # e.g. train/training_set/trn, val/dev/validation_set, test/eval (imgcls/data/splits.py).
     config.dataset.train_split = "train"
     # Evaluated during training, for the best checkpoint and early stopping; '' = eval_split.
     config.dataset.validation_split = ""
-    # > 0: hold out this last fraction of train_split as the validation split.
+    # > 0: hold out this last fraction of train_split as the validation split. 'auto': 0.1
+    # when the data has no validation split, else 0.
     config.dataset.validation_fraction = 0.0
-    config.dataset.eval_split = "test"  # the final report's split (keep it untouched)
+    # The final report's split (keep it untouched); 'auto': the test split, else validation.
+    config.dataset.eval_split = "test"
+    # image_size, channels, mean and std may be 'auto' (as in the folder configs): resolved
+    # from statistics recorded when the data was prepared (rules in imgcls/data/auto.py).
     config.dataset.image_size = 0  # resize to image_size x image_size; 0 keeps the native size
     # With image_size > 0: resize the shorter side to image_size / crop_fraction, then crop
     # the center (eval) or a random image_size square (train, without random_resized_crop).
@@ -54,7 +63,8 @@ def get_config():
 
     # Training-split augmentation; every entry at its "off" value is a no-op.
     config.augment = ml_collections.ConfigDict()
-    config.augment.random_resized_crop = False  # Inception-style crop (needs image_size > 0)
+    # Inception-style crop, resized to image_size (0: back to the native size).
+    config.augment.random_resized_crop = False
     config.augment.area_range = (0.08, 1.0)  # ... fraction of the image area it keeps
     config.augment.random_crop_padding = 1  # pad by this many pixels, then crop back (0: off)
     config.augment.horizontal_flip = False
@@ -72,7 +82,7 @@ def get_config():
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "cnn"  # see imgcls.models.MODELS
-    config.model.features = (32, 64)
+    config.model.features = (32, 64)  # cnn; 'auto': one stage per halving to 4x4 (models/sizing)
     config.model.dense_features = 128
     config.model.dropout_rate = 0.3
     config.half_precision = False  # bfloat16 compute, float32 parameters
@@ -92,7 +102,8 @@ def get_config():
     # Transfer learning (imgcls/warm_start.py; README "Transfer learning").
     # Initial weights when the run starts fresh (a workdir with a checkpoint resumes instead):
     # '' (none), a training workdir 'W' (its best checkpoint, else its latest), 'W:best',
-    # 'W:latest', 'W:<step>', 'keras' (Keras' cached ImageNet ResNet50, for resnet50_v1) or
+    # 'W:latest', 'W:<step>', 'keras' (Keras' ImageNet ResNet50, for resnet50_v1; downloaded
+    # into Keras' cache ~/.keras/models when it is not there) or
     # 'keras:/path/to/weights.h5'. Matched by path; a head of another shape is reinitialised.
     config.init_from = ""
     # Train only the classifier `head`: the backbone's learning rate is 0 and its BatchNorm

@@ -2,10 +2,11 @@
 
 Command:  python main.py --config=configs/transfer_resnet50_folder.py \\
               --config.dataset.path=/data/flowers --workdir=runs/flowers_transfer
-          init_from='keras' reads the weights Keras caches in ~/.keras/models/ (download them
-          once while online with `keras.applications.ResNet50(weights='imagenet')`); offline,
-          pass the file: --config.init_from=keras:/path/to/resnet50_weights_tf_dim_ordering_tf_
-          kernels.h5. Or start from your own run: --config.init_from=runs/other (its best
+          init_from='keras' reads the weights Keras caches in ~/.keras/models/, downloading
+          them there first (about 100 MB, MD5-checked) when they are not cached; offline, pass the
+          file: --config.init_from=keras:/path/to/resnet50_weights_tf_dim_ordering_tf_
+          kernels.h5. The split folders are found by their names as in folder_cnn.py.
+          Or start from your own run: --config.init_from=runs/other (its best
           checkpoint; the model config must match). The head (new class count) starts fresh.
           The first 3 epochs train only the head (backbone frozen, BatchNorm at its ImageNet
           statistics); then the whole network trains, the backbone at 0.1x the learning rate.
@@ -48,10 +49,12 @@ from imgcls.keras_import import KERAS_RESNET50_MEAN, KERAS_RESNET50_STD
 def get_config():
     config = default.get_config()
     config.dataset.name = "folder"
+    with config.ignore_type():  # the splits are found by their names, as in folder_cnn.py
+        for key in default.AUTO_SPLIT_KEYS:
+            config.dataset[key] = "auto"
+    # Not 'auto': the ImageNet weights want 224x224 RGB images normalized as Keras does.
     config.dataset.image_size = 224
     config.dataset.channels = 3
-    config.dataset.validation_split = "validation"
-    config.dataset.eval_split = "test"
     # Keras' 'caffe' preprocessing (what the ImageNet weights expect), expressed in RGB.
     config.dataset.mean = KERAS_RESNET50_MEAN
     config.dataset.std = KERAS_RESNET50_STD

@@ -10,10 +10,10 @@ import math
 import numbers
 
 from imgcls import models, optim
+from imgcls.config_values import AUTO, is_auto, parse_value
 from imgcls.data.balance import BALANCE_MODES
 from imgcls.data.choice import PIPELINES
 
-AUTO = "auto"  # resolved from the data (image folders)
 ON_NONFINITE = ("stop", "skip")
 
 
@@ -57,8 +57,19 @@ def named(kind, choices):
 
 
 def or_auto(rule):
+    """The rule, or 'auto'; a key that is 'auto' in its config gets a --config override as text
+    ('64', '(0.5, 0.5)'), which is checked as the value it spells."""
     check, text = rule
-    return (lambda value: value == AUTO or check(value)), f"{text} (or '{AUTO}')"
+
+    def check_or_auto(value):
+        if is_auto(value):
+            return True
+        try:
+            return check(parse_value(value, ""))
+        except ValueError:
+            return False
+
+    return check_or_auto, f"{text} (or '{AUTO}')"
 
 
 def _numbers(check_each):
@@ -123,7 +134,7 @@ RULES = {
         (_numbers(lambda v: _number(v) and v > 0), "must be a list of numbers > 0")
     ),
     "dataset.crop_fraction": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
-    "dataset.validation_fraction": OPEN_FRACTION,
+    "dataset.validation_fraction": or_auto(OPEN_FRACTION),
     "dataset.shuffle_buffer_size": at_least(0, integer=True),
     "dataset.pipeline": one_of(PIPELINES),
     "dataset.balance": one_of(BALANCE_MODES),

@@ -9,6 +9,7 @@ TensorFlow, no JAX.
 import io
 import os
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +20,8 @@ MAX_PIXELS = 50_000_000  # default limit for untrusted uploads (decompression bo
 MAX_DECODED_PIXELS = 16_000_000
 EXIF_ORIENTATION = 0x0112
 PNG_COMPRESS_LEVEL = 1  # re-encoded images: fast, lossless
+STATS_SIDE = 128  # pixel statistics are taken on images reduced to about this shorter side
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # RGB -> gray (ITU-R 601, as JPEG's luma)
 # To recognise image files by name (folders walked by predict, images misplaced in a dataset
 # folder); a file named otherwise may still be an image, and is read when named explicitly.
 IMAGE_EXTENSIONS = frozenset(
@@ -80,10 +83,65 @@ def _png_checksums_ok(data):
         return False
 
 
-def load_image(path, channels):
-    """(stored bytes, height, width, re-encoded) of an image file; raises if it is unreadable."""
+class PixelFacts(NamedTuple):
+    """What the image-folder builder records of each image for config.dataset's 'auto' values.
+
+    Means are in [0, 1] units over the image's pixels (of the image reduced to about
+    STATS_SIDE pixels on its shorter side, by an integer factor): per RGB channel and of its
+    grayscale conversion (GRAY_WEIGHTS); `mean_square_*` are the means of the squared values.
+    """
+
+    grayscale: bool  # one colour band (PIL modes 1, L, LA, I, F), or a palette of grays
+    mean_rgb: tuple
+    mean_square_rgb: tuple
+    mean_gray: float
+    mean_square_gray: float
+
+
+def is_grayscale(image) -> bool:
+    """Whether a PIL image has a single colour band (alpha aside), or a palette of grays only."""
+    if image.mode in ("1", "L", "LA", "I", "F") or image.mode.startswith("I;"):
+        return True
+    if image.mode in ("P", "PA"):
+        rgb = np.asarray(image.convert("RGB"))
+        return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    return False
+
+
+def pixel_facts(image) -> PixelFacts:
+    """PixelFacts of a loaded PIL image."""
+    grayscale = is_grayscale(image)
+    if image.mode in ("I", "F") or image.mode.startswith("I;"):
+        image = _to_8bit(image)
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGB")
+    factor = min(image.size) // STATS_SIDE
+    if factor > 1:
+        image = image.reduce(factor)
+    rgb = np.asarray(image.convert("RGB"), np.float64).reshape(-1, 3) / 255.0
+    gray = rgb @ np.asarray(GRAY_WEIGHTS)
+    return PixelFacts(
+        grayscale,
+        tuple(float(v) for v in rgb.mean(0)),
+        tuple(float(v) for v in (rgb * rgb).mean(0)),
+        float(gray.mean()),
+        float((gray * gray).mean()),
+    )
+
+
+def load_image(path):
+    """(stored bytes, height, width, re-encoded, PixelFacts) of an image file for a dataset.
+
+    As encode_image with the image's own colour mode kept (grayscale stays grayscale, any other
+    image is RGB), so one stored copy serves every channel count; raises if it is unreadable.
+    """
     with open(path, "rb") as f:
-        return encode_image(f.read(), channels)
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        image.load()
+        facts = pixel_facts(image)
+        return (*_stored(image, data, None, width, height), facts)
 
 
 def reduction_factor(width, height, min_size) -> int:
@@ -128,30 +186,38 @@ def encode_image(data, channels, max_pixels=None, min_size=None, max_decoded_pix
                 f"pixels in memory, over this server's limit of {max_decoded_pixels:,}"
             )
         image.load()
-        orientation = 1
-        if fmt in ("JPEG", "MPO") and "exif" in image.info:
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-        shrink = reduction_factor(*image.size, min_size)
-        as_is = image.size == (width, height) and shrink == 1
-        if as_is and (
-            (fmt == "PNG" and _png_checksums_ok(data))
-            or (fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1)
-        ):
-            return data, height, width, False
-        if shrink > 1:  # an area average over exactly the whole image (reduce() would not)
-            size = (round(image.size[0] / shrink), round(image.size[1] / shrink))
-            image = image.resize(size, Image.Resampling.BOX)
-        if orientation in range(2, 9):
-            image = ImageOps.exif_transpose(image)
-            if orientation in (5, 6, 7, 8):  # a quarter turn: the shown image is transposed
-                width, height = height, width
-        if image.mode in ("I", "F") or image.mode.startswith("I;"):
-            image = _to_8bit(image)
-        elif image.mode in ("P", "PA"):
-            image = image.convert("RGBA")
-        image = image.convert("L" if channels == 1 else "RGB")
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return _stored(image, data, channels, width, height, min_size)
+
+
+def _stored(image, data, channels, width, height, min_size=None):
+    """encode_image's result for a loaded PIL image of `data` (width x height as stored there);
+    channels None keeps the image's own colour mode (grayscale or RGB)."""
+    fmt = image.format
+    orientation = 1
+    if fmt in ("JPEG", "MPO") and "exif" in image.info:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    shrink = reduction_factor(*image.size, min_size)
+    as_is = image.size == (width, height) and shrink == 1
+    if as_is and (
+        (fmt == "PNG" and _png_checksums_ok(data))
+        or (fmt in ("JPEG", "MPO") and image.mode in ("L", "RGB") and orientation == 1)
+    ):
+        return data, height, width, False
+    gray = is_grayscale(image) if channels is None else channels == 1
+    if shrink > 1:  # an area average over exactly the whole image (reduce() would not)
+        size = (round(image.size[0] / shrink), round(image.size[1] / shrink))
+        image = image.resize(size, Image.Resampling.BOX)
+    if orientation in range(2, 9):
+        image = ImageOps.exif_transpose(image)
+        if orientation in (5, 6, 7, 8):  # a quarter turn: the shown image is transposed
+            width, height = height, width
+    if image.mode in ("I", "F") or image.mode.startswith("I;"):
+        image = _to_8bit(image)
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    image = image.convert("L" if gray else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue(), height, width, True
 
 

@@ -1,7 +1,8 @@
 """`main.py --mode=inspect`: look at a dataset before training on it.
 
-Writes W/inspect/: inspect.json and inspect.md (split sizes, class counts, imbalance, image
-sizes), class_distribution.png, samples.png (a row of examples per class) and
+Writes W/inspect/: inspect.json and inspect.md (the resolved splits and what each 'auto' value
+became and why, split sizes, class counts, imbalance, image sizes), class_distribution.png,
+samples.png (a row of examples per class) and
 augmentations.png (one training image through the configured augmentations many times).
 """
 
@@ -14,6 +15,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from imgcls import data, files, report
+from imgcls import state as state_lib
 from imgcls.data import jax_augment, preprocess, sources
 from imgcls.data._tf import AUTOTUNE, tf
 
@@ -125,9 +127,7 @@ def augmented_copies(config, info, image, label):
 
 def inspect_dataset(config, workdir):
     """Writes W/inspect/ and returns its summary (also saved as inspect.json)."""
-    info = data.get_dataset_info(config)
-    config = data.resolve_splits(config, info)
-    info = data.get_dataset_info(config)
+    config, info, resolved = state_lib.resolve_run(config)
     source = sources.get_source(config)
     out = os.path.join(workdir, "inspect")
     os.makedirs(out, exist_ok=True)
@@ -142,6 +142,7 @@ def inspect_dataset(config, workdir):
         "splits": {r: {"split": s, "examples": info.split_sizes[s]} for r, s in splits.items()},
         "class_counts": {s: c.tolist() for s, c in counts.items()},
         "image_sizes": {s: image_size_stats(source, s) for s in counts},
+        "resolved": resolved,  # the splits, and what each 'auto' value became and why
     }
     facts, summary["warnings"] = source.describe()
     summary.update(facts)
@@ -187,6 +188,8 @@ def image_for_grid(image, shape):
 def _write_markdown(path, summary):
     lines = [f"# Dataset {summary['dataset']}", ""]
     lines += [f"- **{w}**" for w in summary["warnings"]] + [""] if summary["warnings"] else []
+    lines += ["## Settings resolved from the data", ""]
+    lines += [f"- {note}" for note in summary["resolved"]] + [""]
     lines += ["| role | split | examples |", "| --- | --- | --- |"]
     for role, s in summary["splits"].items():
         lines.append(f"| {role} | `{s['split']}` | {s['examples']} |")
@@ -214,6 +217,7 @@ def _write_markdown(path, summary):
 def format_summary(summary: dict) -> str:
     """The console summary of inspect_dataset's result."""
     lines = [f"Dataset {summary['dataset']}: {summary['num_classes']} classes"]
+    lines += [f"  {note}" for note in summary.get("resolved", ())]
     for role, split in summary["splits"].items():
         counts = summary["class_counts"][split["split"]]
         lines.append(

@@ -27,13 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from imgcls import keras_weights
 from imgcls.models import create_model
 
 # config.dataset.mean / std, in [0, 1] units and RGB order, that reproduce caffe preprocessing.
 KERAS_RESNET50_MEAN = (123.68 / 255.0, 116.779 / 255.0, 103.939 / 255.0)
 KERAS_RESNET50_STD = (1.0 / 255.0,) * 3
 
-KERAS_RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+KERAS_RESNET50_FILE = keras_weights.FILE
 MODEL_NAME = "resnet50_v1"
 NUM_CLASSES = 1000
 STAGE_SIZES = (3, 4, 6, 3)  # Keras stacks conv2 .. conv5
@@ -70,17 +71,6 @@ def keras_resnet_v1_layers(stage_sizes=STAGE_SIZES) -> dict[str, tuple[str, tupl
             index += 1
     layers["predictions"] = ("dense", ("head",))
     return layers
-
-
-def keras_cache_path() -> str | None:
-    """The ResNet50 weights file Keras downloaded into its cache, or None if there is none."""
-    bases = [os.environ.get("KERAS_HOME"), os.path.join(os.path.expanduser("~"), ".keras")]
-    bases.append(os.path.join("/tmp", ".keras"))  # Keras' fallback when ~ is not writable
-    for base in filter(None, bases):
-        path = os.path.join(base, "models", KERAS_RESNET50_FILE)
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def _attr_list(group, name) -> list[str]:
@@ -214,16 +204,11 @@ def load_keras_resnet50(h5_path: str | None = None) -> dict:
     """Flax variables {'params', 'batch_stats'} (numpy float32) of `resnet50_v1`, 1000 classes.
 
     `h5_path` is a Keras ResNet50 weights file in either layout (module docstring); None uses the
-    one Keras caches in ~/.keras/models/. The model then takes RGB images normalized with
+    one Keras caches in ~/.keras/models/, downloading it there first if it is not cached
+    (imgcls.keras_weights). The model then takes RGB images normalized with
     KERAS_RESNET50_MEAN / KERAS_RESNET50_STD.
     """
     if h5_path is None:
-        h5_path = keras_cache_path()
-        if h5_path is None:
-            raise FileNotFoundError(
-                f"No Keras ResNet50 weights in ~/.keras/models/{KERAS_RESNET50_FILE}. Pass the "
-                "path of a Keras ResNet50 weights file (.h5 or .weights.h5), or download it once "
-                "while online with `keras.applications.ResNet50(weights='imagenet')`."
-            )
+        h5_path = keras_weights.resnet50_weights()
     model = create_model({"name": MODEL_NAME}, num_classes=NUM_CLASSES, axis_name=None)
     return keras_to_flax(read_keras_weights(os.fspath(h5_path)), model)

@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 
 from imgcls import checkpointing, data, models, optim, parallel
 from imgcls import workdir as workdir_files
+from imgcls.models import sizing
 
 
 class TrainState(train_state.TrainState):
@@ -64,6 +65,26 @@ def prepare_dataset(config):
     return data.get_dataset_info(config)
 
 
+def resolve_run(config):
+    """(a copy of config with every 'auto' value resolved, its DatasetInfo, notes).
+
+    The dataset's split keys and image settings (data.resolve_dataset), then the cnn's
+    features for the resolved image shape (models.sizing); each choice is logged, and the
+    resolved config is what a run saves as W/config.json. With several processes, process 0
+    prepares the data while the others wait.
+    """
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            data.resolve_dataset(config)
+        multihost_utils.sync_global_devices("imgcls: dataset prepared")
+    config, info, notes = data.resolve_dataset(config)
+    config, model_notes = sizing.resolve_model(config, info.image_shape)
+    notes = notes + model_notes
+    for note in notes:
+        logging.info("%s", note)
+    return config, info, notes
+
+
 def create_model(config, num_classes: int, frozen_backbone: bool = False):
     """The model of `config` for a dataset of `num_classes` classes.
 
@@ -100,7 +121,8 @@ def check_config(config, info, mesh) -> None:
         if len(config.dataset[key]) not in (1, channels):
             raise ValueError(
                 f"config.dataset.{key} has {len(config.dataset[key])} values but the images "
-                f"have {channels} channels; give 1 or {channels} values."
+                f"have {channels} channels; give 1 or {channels} values, e.g. "
+                f"--config.dataset.{key}='({', '.join(['0.5'] * channels)},)'."
             )
     if config.unfreeze_after_epochs >= 0 and not config.freeze_backbone:
         logging.warning("config.unfreeze_after_epochs has no effect without freeze_backbone.")

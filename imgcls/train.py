@@ -261,9 +261,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     config_check.check(config)
     os.makedirs(workdir, exist_ok=True)
-    info = state_lib.prepare_dataset(config)
-    config = data.resolve_splits(config, info)
-    info = data.get_dataset_info(config)
+    config, info, _ = state_lib.resolve_run(config)
     config = data.resolve_pipeline(_resumed_pipeline(config, workdir), info)
     mesh = parallel.create_mesh()
     state_lib.check_config(config, info, mesh)

@@ -6,7 +6,8 @@
   `W:best`, `W:latest` or `W:<step>` pick one. The checkpoint is read without its config or
   dataset (any model, class count or optimizer), so the source data need not be present.
 - `keras`: Keras' cached ImageNet ResNet50 (~/.keras/models/resnet50_weights_tf_dim_ordering_
-  tf_kernels.h5, see imgcls.keras_import); `keras:/path/to/weights.h5` reads that file instead.
+  tf_kernels.h5, see imgcls.keras_import), downloaded there first when it is not cached
+  (imgcls.keras_weights); `keras:/path/to/weights.h5` reads that file instead.
   The target model must be `resnet50_v1`.
 
 Parameters and BatchNorm statistics are matched by their full path. The classifier (every path
@@ -29,7 +30,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from imgcls import checkpointing, files, keras_import
+from imgcls import checkpointing, files, keras_import, keras_weights
 from imgcls import workdir as workdir_files
 
 KERAS = "keras"
@@ -80,10 +81,10 @@ def load_source(spec: str) -> tuple[dict, dict]:
         raise ValueError("config.init_from is empty: nothing to warm-start from.")
     if source.kind == KERAS:
         try:
-            variables = keras_import.load_keras_resnet50(source.path or None)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"config.init_from={spec!r}: {e}") from e
-        path = source.path or keras_import.keras_cache_path()
+            path = source.path or keras_weights.resnet50_weights()
+            variables = keras_import.load_keras_resnet50(path)
+        except (FileNotFoundError, keras_weights.DownloadError) as e:
+            raise type(e)(f"config.init_from={spec!r}: {e}") from e
         return variables, {"kind": KERAS, "path": path, "model": keras_import.MODEL_NAME}
 
     context = f"config.init_from={spec!r}"

@@ -156,18 +156,21 @@ def make_class_tree(root, per_class=(20, 16, 18), seed=1):
     return tree
 
 
-def read_examples(builder, split):
-    """{relative path: (image, label)} of a prepared split."""
+def read_examples(builder, split, channels=3):
+    """{relative path: (image, label)} of a prepared split, in the stored order, the images
+    decoded to `channels` as FolderSource decodes them."""
+    from imgcls.data import preprocess
     from imgcls.data._tf import tfds
 
-    ds = tfds.as_numpy(builder.as_dataset(split=split))
-    return {ex["file"].decode(): (ex["image"], int(ex["label"])) for ex in ds}
+    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: {**ex, "image": preprocess.decode(ex["image"], channels)})
+    return {ex["file"].decode(): (ex["image"], int(ex["label"])) for ex in tfds.as_numpy(ds)}
 
 
 def check_examples(tree, builder, class_names, channels, splits):
     seen = {}
     for split in splits:
-        seen.update(read_examples(builder, split))
+        seen.update(read_examples(builder, split, channels))
     assert sorted(seen) == sorted(tree.expected)
     for rel, (image, label) in seen.items():
         expected, atol = tree.expected[rel]
@@ -327,15 +330,16 @@ def test_unchanged_folder_is_not_prepared_again(tmp_path, monkeypatch):
     assert info_file.stat().st_mtime_ns == mtime
     assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 1
 
-    # Another channel count, or a modified file (new mtime), is another prepared dataset.
+    # Another channel count reads the same prepared dataset; a modified file (new mtime) is
+    # another prepared dataset.
     data.get_dataset_info(folder_config(tree.root, data_dir, channels=1))
-    assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 2
+    assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 1
     rel = next(iter(tree.expected))
     stat = (tree.root / rel).stat()
     os.utime(tree.root / rel, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     folder.clear_cache()
     data.get_dataset_info(config)
-    assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 3
+    assert len(list(data_dir.glob("imgcls_image_folder/*"))) == 2
 
 
 def test_concurrent_preparation_is_safe(tmp_path, monkeypatch):
@@ -355,7 +359,7 @@ def test_concurrent_preparation_is_safe(tmp_path, monkeypatch):
 
     def make():
         made.append(1)
-        return folder.ImageFolder(scan=scan, channels=3, data_dir=data_dir)
+        return folder.ImageFolder(scan=scan, data_dir=data_dir)
 
     def prepare():
         try:
@@ -412,7 +416,7 @@ def test_config_errors(tmp_path):
         folder.prepared_builder(folder_config(tree.root, tmp_path, channels=2))
     with pytest.raises(ValueError, match="config.dataset.path is empty"):
         folder.prepared_builder(folder_config("", tmp_path))
-    with pytest.raises(ValueError, match="image_size > 0"):
+    with pytest.raises(ValueError, match="--config.dataset.image_size=64"):
         data.get_dataset_info(folder_config(tree.root, tmp_path / "tfds", image_size=0))
     with pytest.raises(ValueError, match="'folder'"):
         sources.get_source(folder_config(tree.root, tmp_path, name="no_such_dataset_xyz"))

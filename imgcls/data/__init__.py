@@ -22,6 +22,7 @@ __all__ = [
     "get_dataset_info",
     "normalize",
     "num_eval_batches",
+    "resolve_dataset",
     "resolve_pipeline",
     "resolve_splits",
     "steps_per_epoch",
@@ -36,6 +37,20 @@ def get_dataset_info(config):
     from imgcls.data import pipeline
 
     return pipeline.get_dataset_info(config)
+
+
+def resolve_dataset(config):
+    """(a copy of config with every 'auto' dataset value and split key resolved, its DatasetInfo,
+    notes for the log: what was chosen and why).
+
+    Prepares the data on first use. The split keys are found by their common names
+    (imgcls.data.splits); image_size, channels, mean and std from the statistics the source
+    recorded (imgcls.data.auto). A config without 'auto' values comes back as it was, its
+    validation_fraction turned into split slices.
+    """
+    from imgcls.data import pipeline
+
+    return pipeline.resolve_dataset(config)
 
 
 def create_train_iterator(config, info, start_step=0, mesh=None):

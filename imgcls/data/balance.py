@@ -9,7 +9,10 @@ def check_balance(config) -> str:
     """config.dataset.balance, checked."""
     balance = config.dataset.balance
     if balance not in BALANCE_MODES:
-        raise ValueError(f"config.dataset.balance='{balance}' is not 'none', 'loss' or 'sampling'.")
+        raise ValueError(
+            f"config.dataset.balance='{balance}' is not 'none', 'loss' or 'sampling': e.g. "
+            "--config.dataset.balance=loss."
+        )
     return balance
 
 

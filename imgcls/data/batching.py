@@ -47,7 +47,7 @@ def steps_per_epoch(config, info):
         raise ValueError(
             f"config.batch_size={config.batch_size} ({batch} per process, {count} processes) is "
             f"larger than the {per_process} examples per process of split '{split}' "
-            f"({num_examples} examples in all); use a smaller config.batch_size."
+            f"({num_examples} examples in all); set a smaller --config.batch_size."
         )
     return per_process // batch
 

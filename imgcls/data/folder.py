@@ -16,12 +16,16 @@ The folder is prepared once into a TFDS dataset under config.dataset.data_dir: t
 fingerprint covers every file's relative path, size and modification time and every setting that
 changes the prepared data. An unchanged folder is therefore reused; adding, removing or modifying
 a file prepares it again. Preparation streams over the files, decoding them with PIL in a thread
-pool to validate them: JPEG and PNG files are stored as they are (tf.image.decode_image converts
-them to config.dataset.channels), any other format (BMP, GIF, WebP, TIFF, CMYK or EXIF-rotated
-JPEG, ...) is converted with PIL and stored as PNG. Unreadable files (not images, truncated,
-corrupt) are skipped with one warning, or fail preparation when config.dataset.strict is set.
-The metadata saved with the dataset (read_metadata) records the source, layout, per-split counts,
-skipped files and image-size statistics.
+pool to validate them: JPEG and PNG files are stored as they are, any other format (BMP, GIF,
+WebP, TIFF, CMYK or EXIF-rotated JPEG, ...) is converted with PIL and stored as PNG, grayscale
+images as grayscale and all others as RGB; reading decodes them to config.dataset.channels, so
+one preparation serves every channel count. Each split is stored class-interleaved
+(folder_scan.stratified_order), so the validation part that validation_fraction carves off its
+end is stratified. Unreadable files (not images, truncated, corrupt) are skipped with one
+warning, or fail preparation when config.dataset.strict is set. The metadata saved with the
+dataset (read_metadata) records the source, layout, per-split counts, skipped files, image sizes,
+how many images are grayscale and the pixel mean and std per split: what config.dataset's
+'auto' values are resolved from (imgcls.data.auto), without reading the images again.
 """
 
 import collections
@@ -29,14 +33,22 @@ import concurrent.futures
 import os
 import threading
 import time
-from array import array
 
 import numpy as np
 from absl import logging
 from etils import epath
 
-from imgcls.data._tf import tfds
-from imgcls.data.folder_scan import FORMAT_VERSION, config_name, fingerprint, scan_folder
+from imgcls.config_values import is_auto
+from imgcls.data import preprocess
+from imgcls.data._tf import tf, tfds
+from imgcls.data.folder_scan import (
+    FORMAT_VERSION,
+    config_name,
+    fingerprint,
+    scan_folder,
+    stratified_order,
+)
+from imgcls.data.image_stats import SizeRecorder, SplitPixels
 from imgcls.data.tfds_source import TFDSSource, prepare_builder
 from imgcls.images import load_image, printable_path
 
@@ -49,19 +61,22 @@ MAX_WORKERS = 32
 
 
 def _check_channels(channels):
+    """config.dataset.channels as 1 or 3, or None for 'auto' (resolved from the images)."""
+    if is_auto(channels):
+        return None
     if channels not in (1, 3):
         raise ValueError(
-            f"config.dataset.channels={channels!r} must be 1 (grayscale) or 3 (RGB) for an "
-            "image folder."
+            f"config.dataset.channels={channels!r} must be 1 (grayscale), 3 (RGB) or 'auto' for "
+            "an image folder: set --config.dataset.channels=3 or 1."
         )
     return int(channels)
 
 
-def _load_batch(root, paths, channels):
+def _load_batch(root, paths):
     results = []
     for path in paths:
         try:
-            results.append(load_image(os.path.join(root, path), channels))
+            results.append(load_image(os.path.join(root, path)))
         except Exception as e:  # noqa: BLE001  (any failure to read or decode: skip the file)
             results.append(f"{type(e).__name__}: {e}")
     return results
@@ -75,7 +90,7 @@ def _num_workers():
     return max(2, min(MAX_WORKERS, 2 * cpus))
 
 
-def _ordered_results(root, paths, channels):
+def _ordered_results(root, paths):
     """load_image's result (or the error text) for every path, in order, decoded in threads.
 
     At most TASKS_PER_WORKER tasks per worker are in flight, so memory stays bounded however
@@ -88,14 +103,9 @@ def _ordered_results(root, paths, channels):
             if len(pending) >= workers * TASKS_PER_WORKER:
                 yield from pending.popleft().result()
             chunk = paths[start : start + FILES_PER_TASK]
-            pending.append(pool.submit(_load_batch, root, chunk, channels))
+            pending.append(pool.submit(_load_batch, root, chunk))
         while pending:
             yield from pending.popleft().result()
-
-
-def _stats(values):
-    values = np.frombuffer(values, dtype=np.uint32) if len(values) else np.zeros(1, np.uint32)
-    return {"min": int(values.min()), "median": float(np.median(values)), "max": int(values.max())}
 
 
 class ImageFolder(tfds.core.GeneratorBasedBuilder):
@@ -107,11 +117,10 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     # As digits.py: TFDS's own lookup of the code's folder needs importlib_resources otherwise.
     code_path = epath.Path(__file__)
 
-    def __init__(self, *, scan, channels, strict=False, data_dir=None):
+    def __init__(self, *, scan, strict=False, data_dir=None):
         self._scan = scan
-        self._channels = channels
         self._strict = strict
-        self._digest = fingerprint(scan, channels)
+        self._digest = fingerprint(scan)
         config = tfds.core.BuilderConfig(
             name=config_name(scan, self._digest),
             description=f"{scan.root} (layout {scan.layout}), fingerprint {self._digest}",
@@ -131,17 +140,19 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             description=(
                 f"The image folder {self._scan.root}: layout root/"
                 f"{'<split>/' if self._scan.layout == 'split' else ''}<class>/*, "
-                f"{len(self._scan.class_names)} classes, {self._channels} channel(s)."
+                f"{len(self._scan.class_names)} classes; grayscale images stored as grayscale."
             ),
             features=tfds.features.FeaturesDict(
                 {
-                    "image": tfds.features.Image(shape=(None, None, self._channels)),
+                    # Stored in their own colour mode; FolderSource decodes to the run's channels.
+                    "image": tfds.features.Image(shape=(None, None, 3)),
                     "label": tfds.features.ClassLabel(names=list(self._scan.class_names)),
                     "file": tfds.features.Text(),  # the path relative to the folder
                 }
             ),
             supervised_keys=("image", "label"),
             metadata=tfds.core.MetadataDict(),
+            disable_shuffling=True,  # keep stratified_order
         )
 
     def _split_generators(self, dl_manager):
@@ -156,7 +167,8 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             ", ".join(f"{s} {len(f)}" for s, f in scan.files.items()),
         )
         self._skipped = []  # (path, error) of every skipped file
-        self._heights, self._widths = array("I"), array("I")
+        self._sizes = SizeRecorder()
+        self._grayscale = 0
         self._splits_left = len(scan.files)
         metadata = self.info.metadata
         metadata.update(
@@ -164,7 +176,6 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             source=scan.root,
             layout=scan.layout,
             fingerprint=self._digest,
-            channels=self._channels,
             split_fractions=list(scan.split_fractions) if scan.split_fractions else None,
             class_names=list(scan.class_names),
             splits={},
@@ -172,10 +183,10 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in scan.files}
 
     def _generate_examples(self, split):
-        entries = self._scan.files[split]
+        entries = stratified_order(self._scan.files[split])
         paths = [path for path, *_ in entries]
-        results = _ordered_results(self._scan.root, paths, self._channels)
-        heights, widths = array("I"), array("I")
+        results = _ordered_results(self._scan.root, paths)
+        sizes, pixels = SizeRecorder(), SplitPixels()
         counts = np.zeros(len(self._scan.class_names), np.int64)
         skipped, reencoded = 0, 0
         for (path, label, *_), result in zip(entries, results, strict=True):
@@ -183,27 +194,29 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
                 self._skipped.append((printable_path(path), result))
                 skipped += 1
                 continue
-            data, height, width, converted = result
-            heights.append(height)
-            widths.append(width)
+            data, height, width, converted, facts = result
+            sizes.add(height, width)
+            pixels.add(facts)
             counts[label] += 1
             reencoded += converted
             name = printable_path(path)
             yield name, {"image": data, "label": label, "file": name}
-        if not heights:
+        if not len(sizes):
             raise ValueError(
                 f"Split '{split}' of the image folder {self._scan.root} has no readable image "
                 f"({len(entries)} files, none of them an image PIL can read); first: "
-                f"{_listing(self._skipped[-len(entries) :], MAX_SKIPPED_WARNED)}."
+                f"{_listing(self._skipped[-len(entries) :], MAX_SKIPPED_WARNED)}. Add images "
+                "or remove the folder (--config.dataset.path is the root)."
             )
-        self._heights.extend(heights)
-        self._widths.extend(widths)
+        self._sizes.extend(sizes)
+        self._grayscale += pixels.grayscale
         self.info.metadata["splits"][split] = {
             "examples": int(counts.sum()),
             "skipped": skipped,
             "reencoded": int(reencoded),
             "class_counts": counts.tolist(),
-            "image_size": {"height": _stats(heights), "width": _stats(widths)},
+            "image_size": sizes.summary(),
+            "pixels": pixels.summary(),
         }
         self._splits_left -= 1
         if not self._splits_left:  # the last split: everything is known
@@ -215,7 +228,8 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata.update(
             num_skipped=len(self._skipped),
             skipped=[{"file": p, "error": e} for p, e in self._skipped[:MAX_SKIPPED_LISTED]],
-            image_size={"height": _stats(self._heights), "width": _stats(self._widths)},
+            image_size=self._sizes.summary(),
+            grayscale=self._grayscale,
         )
 
 
@@ -229,7 +243,7 @@ def _strict_message(root, count, skipped):
     return (
         f"{count} file(s) of the image folder {root} are not readable images, and "
         f"config.dataset.strict=True: {_listing(skipped, MAX_SKIPPED_LISTED)}. Fix or remove "
-        "them, or set config.dataset.strict=False to skip them."
+        "them, or set --config.dataset.strict=False to skip them."
     )
 
 
@@ -251,30 +265,27 @@ def prepared_builder(config):
     while the folder is unchanged, and is safe when several processes start it at once.
     """
     ds = config.dataset
-    channels = _check_channels(ds.channels)
+    _check_channels(ds.channels)
     key = (
         os.path.abspath(os.path.expanduser(ds.path)) if ds.path else "",
         ds.data_dir,
-        channels,
         repr(ds.split_fractions),
         bool(ds.strict),
     )
     with _LOCK:
         if key not in _PREPARED:
-            _PREPARED[key] = _prepare(config, channels)
+            _PREPARED[key] = _prepare(config)
         return _PREPARED[key]
 
 
-def _prepare(config, channels):
+def _prepare(config):
     ds = config.dataset
-    scan = scan_folder(ds.path, ds.split_fractions)
     strict = bool(ds.strict)
+    scan = scan_folder(ds.path, ds.split_fractions, strict)
     download_config = tfds.download.DownloadConfig(try_download_gcs=False)
     started = time.time()
     builder = prepare_builder(
-        lambda: ImageFolder(
-            scan=scan, channels=channels, strict=strict, data_dir=ds.data_dir or None
-        ),
+        lambda: ImageFolder(scan=scan, strict=strict, data_dir=ds.data_dir or None),
         download_config,
     )
     if hasattr(builder, "_skipped"):  # prepared by this process, not found prepared
@@ -312,31 +323,66 @@ def _prepare(config, channels):
 def read_metadata(config):
     """What preparation recorded about config.dataset.path (prepares it if needed), as a dict.
 
-    Keys: source, layout, fingerprint, channels, split_fractions, class_names, splits (per split:
-    examples, skipped, reencoded, class_counts, image_size), num_skipped, skipped (the first
-    MAX_SKIPPED_LISTED as {'file', 'error'}), image_size ({'height', 'width'}: min, median, max),
-    format_version; plus data_dir, where the prepared dataset is.
+    Keys: source, layout, fingerprint, split_fractions, class_names, splits (per split:
+    examples, skipped, reencoded, class_counts, image_size, pixels), num_skipped, skipped (the
+    first MAX_SKIPPED_LISTED as {'file', 'error'}), image_size ({'height', 'width',
+    'shorter_side'}: min, median, max), grayscale (images stored grayscale), format_version;
+    plus data_dir, where the prepared dataset is. pixels (imgcls.data.image_stats): images,
+    grayscale, mean_rgb, std_rgb, mean_gray, std_gray, in [0, 1] units.
     """
     builder = prepared_builder(config)
     return {**dict(builder.info.metadata), "data_dir": os.fspath(builder.data_dir)}
 
 
 class FolderSource(TFDSSource):
-    """The image folder config.dataset.path as a source (prepared on first use)."""
+    """The image folder config.dataset.path as a source (prepared on first use).
+
+    Images are decoded to config.dataset.channels; with 'auto' (not resolved yet) the channel
+    count is unknown and only the metadata (split sizes, image_statistics) is available.
+    """
 
     def __init__(self, config):
         super().__init__(config, prepared_builder(config))
         self.metadata = dict(self.builder.info.metadata)
+        self.channels = _check_channels(config.dataset.channels)
+        sizes = self.metadata["image_size"]
+        height, width = sizes["height"], sizes["width"]
+        uniform = height["min"] == height["max"] and width["min"] == width["max"]
+        self.image_shape = (
+            (height["max"], width["max"], self.channels) if uniform else (None, None, self.channels)
+        )
+
+    def decode(self, raw):
+        """Decodes the stored JPEG or PNG to config.dataset.channels; the label becomes int32."""
+        if self.channels is None:
+            raise ValueError("config.dataset.channels='auto' must be resolved before decoding.")
+        image = preprocess.decode(raw["image"], self.channels)
+        image = tf.ensure_shape(image, (None, None, self.channels))
+        return {"image": image, "label": tf.cast(raw["label"], tf.int32)}
 
     def recorded_image_sizes(self, split):
         """Every image's size was recorded at preparation."""
         recorded = self.metadata["splits"].get(split)
-        return {"sampled": recorded["examples"], **recorded["image_size"]} if recorded else None
+        if not recorded:
+            return None
+        sizes = recorded["image_size"]
+        return {"sampled": recorded["examples"], "height": sizes["height"], "width": sizes["width"]}
 
     def typical_image_shape(self):
         """Images vary in size: the median height and width recorded at preparation."""
         sizes = self.metadata["image_size"]
-        return (sizes["height"]["median"], sizes["width"]["median"], self.image_shape[-1])
+        return (sizes["height"]["median"], sizes["width"]["median"], self.channels or 3)
+
+    def image_statistics(self, split):
+        """Recorded at preparation (read_metadata): sizes and grayscale count over every image,
+        pixel mean and std of `split`."""
+        recorded = self.metadata["splits"].get(split)
+        return {
+            "images": sum(s["examples"] for s in self.metadata["splits"].values()),
+            "grayscale": int(self.metadata["grayscale"]),
+            **self.metadata["image_size"],
+            "pixels": {"split": split, **recorded["pixels"]} if recorded else None,
+        }
 
     def describe(self):
         facts = {"folder": {"source": self.metadata["source"], "layout": self.metadata["layout"]}}

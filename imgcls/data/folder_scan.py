@@ -14,15 +14,18 @@ from imgcls.images import has_image_extension, printable_path
 
 # Bump when the prepared data changes for the same files and settings (encoding, features, ...).
 # 2: PNGs with a bad chunk checksum are re-encoded (TensorFlow cannot decode them as they are).
-FORMAT_VERSION = 2
+# 3: images stored in their own colour mode (one preparation serves every config.dataset.channels),
+#    examples stored class-interleaved (stratified_order), pixel statistics in the metadata.
+FORMAT_VERSION = 3
 AUTO_SPLITS = ("train", "validation", "test")  # of root/<class>/*, in split_fractions order
 FINGERPRINT_CHARS = 12  # of the fingerprint in the builder config name
 MAX_NAME_CHARS = 40  # of the sanitized folder name in the builder config name
 LAYOUT_HELP = (
     "Expected root/<class>/<images> (split automatically into train/validation/test by "
-    "config.dataset.split_fractions) or root/<split>/<class>/<images> (e.g. train/, "
+    "--config.dataset.split_fractions) or root/<split>/<class>/<images> (e.g. train/, "
     "validation/, test/), with at least 2 class folders."
 )
+MAX_EMPTY_LISTED = 10  # empty class folders named in the warning or error
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -54,7 +57,8 @@ def check_split_fractions(fractions):
     if len(values) != 3 or any(not f >= 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
         raise ValueError(
             f"config.dataset.split_fractions={fractions!r} must be 3 non-negative "
-            "numbers (train, validation, test) that sum to 1, e.g. (0.8, 0.1, 0.1)."
+            "numbers (train, validation, test) that sum to 1, e.g. "
+            "--config.dataset.split_fractions='(0.8, 0.1, 0.1)'."
         )
     return values
 
@@ -66,8 +70,7 @@ def assign_split(relative_path, split_fractions):
     intervals of the train/validation/test fractions; so a file's split never depends on the
     other files, and a zero fraction never receives a file.
     """
-    digest = hashlib.sha1(relative_path.encode("utf-8", "surrogateescape")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    u = int.from_bytes(_path_hash(relative_path)[:8], "big") / 2.0**64
     cumulative = 0.0
     for name, fraction in zip(AUTO_SPLITS, split_fractions, strict=True):
         cumulative += fraction
@@ -83,7 +86,9 @@ def _entries(directory):
         with os.scandir(directory) as it:
             return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as e:
-        raise ValueError(f"Cannot list the image folder {directory}: {e}") from e
+        raise ValueError(
+            f"Cannot list the image folder {directory} (--config.dataset.path): {e}"
+        ) from e
 
 
 def _is_dir(entry):
@@ -119,7 +124,44 @@ def _walk(directory, relative, ancestors=()):
 
 
 def _layout_error(root, problem):
-    return ValueError(f"Image folder {root} (config.dataset.path) {problem}. {LAYOUT_HELP}")
+    return ValueError(f"Image folder {root} (--config.dataset.path) {problem}. {LAYOUT_HELP}")
+
+
+def _class_folders(folder, relative):
+    """[(class name, its files)] of the class folders in `folder`, and the paths of the empty ones
+    (relative to the root)."""
+    classes, empty = [], []
+    for entry in _entries(folder):
+        if _is_dir(entry):
+            prefix = f"{relative}/{entry.name}" if relative else entry.name
+            found = list(_walk(entry.path, prefix))
+            if found:
+                classes.append((printable_path(entry.name), found))
+            else:
+                empty.append(printable_path(prefix))
+    return classes, empty
+
+
+def _report_empty(root, empty, strict):
+    """A class folder without files is no class: a warning, or with strict an error."""
+    if not empty:
+        return
+    shown = ", ".join(f"{p}/" for p in empty[:MAX_EMPTY_LISTED])
+    more = f" and {len(empty) - MAX_EMPTY_LISTED} more" if len(empty) > MAX_EMPTY_LISTED else ""
+    if strict:
+        raise ValueError(
+            f"Image folder {root} has {len(empty)} empty class folder(s): {shown}{more}, and "
+            "config.dataset.strict=True. Add images to them or remove them, or set "
+            "--config.dataset.strict=False to leave them out."
+        )
+    logging.warning(
+        "Image folder %s: left out %d empty class folder(s) (no files in them): %s%s. Add "
+        "images or remove them; --config.dataset.strict=True makes this an error.",
+        root,
+        len(empty),
+        shown,
+        more,
+    )
 
 
 def _detect_layout(folders):
@@ -142,11 +184,12 @@ def _detect_layout(folders):
     return "split" if holds_folders else "class"
 
 
-def scan_folder(path, split_fractions=(0.8, 0.1, 0.1)):
+def scan_folder(path, split_fractions=(0.8, 0.1, 0.1), strict=False):
     """Detects the layout of the folder at `path` and lists its files; a Scan.
 
     It is root/<split>/<class>/* when no folder of the root holds images itself and some hold
     folders; otherwise root/<class>/*, whose files are split by split_fractions (assign_split).
+    A class folder without files is left out with a warning (an error when `strict`).
     """
     if not path:
         raise ValueError(
@@ -171,17 +214,13 @@ def scan_folder(path, split_fractions=(0.8, 0.1, 0.1)):
         raise _layout_error(root, "is empty" if not top else "has no sub-folders")
     layout = _detect_layout(folders)
 
-    files = {}
+    files, empty = {}, []
     if layout == "split":
         fractions = None
         for folder in folders:
             split = folder.name
-            classes = [
-                (printable_path(c.name), list(_walk(c.path, f"{split}/{c.name}")))
-                for c in _entries(folder.path)
-                if _is_dir(c)
-            ]
-            classes = [(name, found) for name, found in classes if found]
+            classes, empty_here = _class_folders(folder.path, split)
+            empty += empty_here
             if not classes:
                 logging.warning(
                     "Ignoring %s: it has no class folders with files.", os.path.join(root, split)
@@ -190,14 +229,14 @@ def scan_folder(path, split_fractions=(0.8, 0.1, 0.1)):
             if not _SPLIT_NAME.match(split) or split.lower() == "all":
                 raise _layout_error(
                     root,
-                    f"has the split folder '{split}'; split names must be letters, digits "
-                    "and '_' (and not 'all'): rename it",
+                    f"has the split folder '{printable_path(split)}'; split names must be "
+                    "letters, digits and '_' (and not 'all'): rename it",
                 )
             files[split] = classes
     else:
         fractions = check_split_fractions(split_fractions)
-        classes = [(printable_path(e.name), list(_walk(e.path, e.name))) for e in folders]
-        files[None] = [(name, found) for name, found in classes if found]
+        files[None], empty = _class_folders(root, "")
+    _report_empty(root, empty, strict)
     class_names = sorted({name for classes in files.values() for name, _ in classes})
     if len(class_names) < 2:
         found = f"only the class {class_names}" if class_names else "no class folder with files"
@@ -223,15 +262,39 @@ def scan_folder(path, split_fractions=(0.8, 0.1, 0.1)):
                 raise _layout_error(
                     root,
                     f"has too few files to give the '{split}' split any (split_fractions="
-                    f"{fractions}); add images or set its fraction to 0",
+                    f"{fractions}); add images, or set its fraction to 0 with "
+                    "--config.dataset.split_fractions",
                 )
     return Scan(root, layout, class_names, split_files, fractions)
 
 
-def fingerprint(scan, channels):
+def _path_hash(relative_path):
+    return hashlib.sha1(relative_path.encode("utf-8", "surrogateescape")).digest()
+
+
+def stratified_order(entries):
+    """The entries (path, label, ...) of a split in the order they are stored: classes interleaved.
+
+    Within a class the order is a hash of the path (a fixed pseudo-random order); the classes are
+    merged by each entry's position (rank + 0.5) / class size. So every run of consecutive
+    entries, in particular the tail that validation_fraction carves off, holds each class in
+    proportion to its size, to within one example.
+    """
+    by_class = {}
+    for entry in entries:
+        by_class.setdefault(entry[1], []).append(entry)
+    keyed = []
+    for label, group in by_class.items():
+        group.sort(key=lambda e: _path_hash(e[0]))
+        keyed += [((rank + 0.5) / len(group), label, e) for rank, e in enumerate(group)]
+    keyed.sort(key=lambda k: k[:2])
+    return [entry for _, _, entry in keyed]
+
+
+def fingerprint(scan):
     """sha1 hex of everything that determines the prepared data: files and settings."""
     h = hashlib.sha1()
-    settings = (FORMAT_VERSION, scan.layout, channels, scan.split_fractions, scan.class_names)
+    settings = (FORMAT_VERSION, scan.layout, scan.split_fractions, scan.class_names)
     h.update(repr(settings).encode("utf-8"))
     for split in sorted(scan.files):
         h.update(f"\0split {split}\n".encode())

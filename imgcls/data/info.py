@@ -29,7 +29,7 @@ def split_size(info, split):
         available = ", ".join(repr(s) for s in sorted(info.split_sizes))
         raise ValueError(
             f"Dataset '{info.name}' has no split '{split}'. Available splits: {available}. "
-            "Slice expressions such as 'train[:90%]' work when set as "
-            "config.dataset.train_split or config.dataset.eval_split."
+            "Set the split with --config.dataset.train_split, validation_split or eval_split "
+            "('auto' finds common names; slices such as 'train[:90%]' work too)."
         )
     return info.split_sizes[split]

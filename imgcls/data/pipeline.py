@@ -13,7 +13,8 @@ import os
 import numpy as np
 from absl import logging
 
-from imgcls.data import batching, preprocess, sources
+from imgcls.config_values import is_auto
+from imgcls.data import auto, batching, preprocess, sources, splits
 from imgcls.data._tf import AUTOTUNE, tf
 from imgcls.data.balance import balanced_class_weights
 from imgcls.data.info import DatasetInfo, split_size
@@ -34,9 +35,16 @@ def _epoch_seed(seed, epoch):
 
 
 def get_dataset_info(config):
-    """Metadata of config.dataset (preparing the TFDS data on first use)."""
-    source = sources.get_source(config)
+    """Metadata of config.dataset (preparing the TFDS data on first use); its 'auto' values must
+    have been resolved (resolve_dataset)."""
     ds = config.dataset
+    unresolved = [k for k in auto.AUTO_KEYS + splits.AUTO_KEYS if is_auto(ds.get(k))]
+    if unresolved:
+        raise ValueError(
+            f"config.dataset.{unresolved[0]}='auto' is not resolved: a run resolves it first "
+            "(imgcls.data.resolve_dataset)."
+        )
+    source = sources.get_source(config)
     extra = tuple(s for s in (ds.train_split, ds.validation_split, ds.eval_split) if s)
     return DatasetInfo(
         name=config.dataset.name,
@@ -45,6 +53,25 @@ def get_dataset_info(config):
         image_shape=preprocess.output_shape(config, source.image_shape),
         split_sizes=source.split_sizes(extra),
     )
+
+
+def resolve_dataset(config):
+    """(config with its split keys and 'auto' image settings resolved, DatasetInfo, notes).
+
+    The splits first (imgcls.data.splits), then image_size, channels, mean and std from the
+    source's image_statistics of the training split (imgcls.data.auto).
+    """
+    source = sources.get_source(config)
+    ds = config.dataset
+    sizes = source.split_sizes()
+    if not sizes:  # no split metadata (tfds.testing.mock_data): count the configured splits
+        configured = (ds.train_split, ds.validation_split, ds.eval_split)
+        sizes = source.split_sizes(tuple(s for s in configured if s and not is_auto(s)))
+    config, notes = splits.split_plan(config, sizes, ds.name)
+    stats = source.image_statistics(splits.base_split(config.dataset.train_split))
+    config, more = auto.resolve_images(config, stats, source.image_shape, ds.name)
+    info = get_dataset_info(config)
+    return config, info, [splits.describe_splits(config, info.split_sizes), *notes, *more]
 
 
 def create_train_iterator(config, info, start_step=0):

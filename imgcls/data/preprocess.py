@@ -18,10 +18,11 @@ def output_shape(config, image_shape):
     size = int(config.dataset.image_size)
     if size > 0:
         return (size, size, image_shape[-1])
-    if any(d is None for d in image_shape):
+    if any(d is None for d in image_shape[:2]):
         raise ValueError(
-            f"Dataset '{config.dataset.name}' has images of varying size {image_shape}; set "
-            "config.dataset.image_size > 0 to resize them to a common size."
+            f"Dataset '{config.dataset.name}' has images of varying size, so "
+            "config.dataset.image_size=0 (the native size) cannot batch them: set a size such "
+            "as --config.dataset.image_size=64 (configs/folder_cnn.py's 'auto' picks one)."
         )
     return tuple(int(d) for d in image_shape)
 
@@ -47,7 +48,8 @@ def resize(image, height, width):
 
 
 def random_resized_crop(image, size, key, area_range):
-    """Inception-style crop: a random area/aspect-ratio box, resized to size x size."""
+    """Inception-style crop: a random area/aspect-ratio box, resized to size ((H, W) or an int
+    for a square)."""
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         bounding_boxes=tf.zeros([0, 0, 4], tf.float32),
@@ -58,7 +60,8 @@ def random_resized_crop(image, size, key, area_range):
         max_attempts=INCEPTION_MAX_ATTEMPTS,
         use_image_if_no_bounding_boxes=True,
     )
-    return resize(tf.slice(image, begin, crop_size), size, size)
+    height, width = (size, size) if isinstance(size, int) else size
+    return resize(tf.slice(image, begin, crop_size), height, width)
 
 
 def resize_shorter_side(image, size, crop_fraction):
@@ -94,13 +97,16 @@ def pad_and_random_crop(image, padding, key):
 def preprocess_train(example, key, config, shape):
     """Resize (random-resized crop or resize + random crop), pad-and-crop, then augment.
 
-    `key` is a [2] int64 seed; the augmentations are those of config.augment.
+    `key` is a [2] int64 seed; the augmentations are those of config.augment. With image_size
+    0 (native size), a random-resized crop is resized back to the native (H, W) of `shape`.
     """
     ds, aug = config.dataset, config.augment
     image, size = example["image"], int(ds.image_size)
     resize_key, crop_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
     if size > 0 and aug.random_resized_crop:
         image = random_resized_crop(image, size, resize_key, aug.area_range)
+    elif aug.random_resized_crop:  # native size: crop and resize back to it
+        image = random_resized_crop(image, shape[:2], resize_key, aug.area_range)
     elif size > 0:
         image = random_crop(image, size, resize_key, float(ds.crop_fraction))
     if aug.random_crop_padding > 0:

@@ -6,14 +6,18 @@ mid-epoch) before paying for decoding, and cache the decoded examples when they 
 Decoded examples are {'image': uint8 [H, W, C], 'label': int32}.
 
 Sources are registered by name in imgcls.data.sources (TFDS's catalog is the default); the
-pipelines and --mode=inspect ask a source, never the dataset's name, what they need to know.
+pipelines, the resolution of 'auto' config values and --mode=inspect ask a source, never the
+dataset's name, what they need to know.
 TF-free: the implementations import TensorFlow, this interface does not.
 """
 
 
 def unknown_split(name, split, available):
     listed = ", ".join(repr(s) for s in sorted(available))
-    return ValueError(f"Dataset '{name}' has no split '{split}'. Available splits: {listed}.")
+    return ValueError(
+        f"Dataset '{name}' has no split '{split}'. Available splits: {listed}. Set the split "
+        "with --config.dataset.train_split, validation_split or eval_split."
+    )
 
 
 class Source:
@@ -45,6 +49,15 @@ class Source:
     def recorded_image_sizes(self, split) -> dict | None:
         """{'sampled', 'height', 'width'} (min / median / max) of every image of `split` when
         the source recorded them; None when they must be sampled by decoding."""
+        del split
+        return None
+
+    def image_statistics(self, split) -> dict | None:
+        """What config.dataset's 'auto' values are resolved from (imgcls.data.auto), when the
+        source recorded it; None otherwise. Over all images: 'images' (count), 'grayscale'
+        (count), 'height', 'width', 'shorter_side' ({'min', 'median', 'max'}); of `split`:
+        'pixels' ({'split', 'images', 'mean_rgb', 'std_rgb', 'mean_gray', 'std_gray'} in [0, 1]
+        units, or None)."""
         del split
         return None
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imgcls.config_values import is_auto
 from imgcls.models.cnn import CNN
 from imgcls.models.resnet import (
     BottleneckResNetBlock,
@@ -119,6 +120,12 @@ def create_model(
         raise ValueError(
             f"Unknown key(s) {', '.join(unknown)} in config.model for model {name!r}. "
             f"It accepts: {', '.join(k for k in accepted if k not in _RESERVED)}."
+        )
+    auto = sorted(k for k, v in kwargs.items() if is_auto(v))
+    if auto:
+        raise ValueError(
+            f"config.model.{auto[0]}='auto' is resolved from the images when a run starts "
+            "(imgcls.state.resolve_run); give a value here instead."
         )
     # ConfigDict.to_dict and JSON round trips turn tuples into lists; modules expect tuples.
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
