@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models.drop_path import block_rates, drop_path
 from imgcls.models.resnet import batch_norm, conv_kernel_init, pooled_logits
 
 ModuleDef = Any
@@ -32,9 +33,10 @@ class BottleneckResNetV1Block(nn.Module):
     norm: ModuleDef
     act: Callable
     strides: tuple[int, int] = (1, 1)
+    drop_path_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         residual = x
         y = self.conv(self.filters, (1, 1), self.strides, padding="VALID")(x)
         y = self.norm()(y)
@@ -44,6 +46,7 @@ class BottleneckResNetV1Block(nn.Module):
         y = self.act(y)
         y = self.conv(self.filters * 4, (1, 1), padding="VALID")(y)
         y = self.norm()(y)
+        y = drop_path(y, self.drop_path_rate, train)
         if residual.shape != y.shape:
             residual = self.conv(
                 self.filters * 4, (1, 1), self.strides, padding="VALID", name="conv_proj"
@@ -65,6 +68,8 @@ class ResNetV1(nn.Module):
     # True: every BatchNorm normalizes with its running averages even when train=True, so the
     # backbone's statistics never update (fine-tuning a pretrained backbone); `head` unaffected.
     frozen_backbone: bool = False
+    # Stochastic depth (imgcls.models.drop_path): the last block's rate; 0: off.
+    drop_path_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -80,12 +85,18 @@ class ResNetV1(nn.Module):
         # Keras: ZeroPadding2D(1) + 3x3/2 VALID max-pool. Padding with -inf (as here) or with 0
         # gives the same maximum: the input is >= 0 after the relu and every window holds a pixel.
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        rates = iter(block_rates(self.drop_path_rate, sum(self.stage_sizes)))
         for i, block_size in enumerate(self.stage_sizes):
             for j in range(block_size):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)
                 x = BottleneckResNetV1Block(
-                    self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=nn.relu
-                )(x)
+                    self.num_filters * 2**i,
+                    strides=strides,
+                    conv=conv,
+                    norm=norm,
+                    act=nn.relu,
+                    drop_path_rate=next(rates),
+                )(x, train)
         return pooled_logits(self, x)
 
 
