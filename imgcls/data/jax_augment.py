@@ -29,6 +29,7 @@ TF_ONLY_AUGMENTATIONS = {
     "contrast": 0.0,
     "saturation": 0.0,
     "hue": 0.0,
+    "policy": "none",
 }
 
 
@@ -98,7 +99,7 @@ def device_supported_check(aug):
 
     Call it when building the device pipeline, so the error comes before any data is loaded.
     """
-    on = [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name) != off]
+    on = [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name, off) != off]
     if on:
         keys = ", ".join(f"config.augment.{name}={getattr(aug, name)!r}" for name in on)
         raise ValueError(
