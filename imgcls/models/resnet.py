@@ -66,6 +66,23 @@ def pooled_logits(module, x):
     return jnp.asarray(x, jnp.float32)
 
 
+def residual_stages(module, x, block_cls, conv, norm, train: bool):
+    """The stages of a ResNet `module` (its stage_sizes, num_filters, drop_path_rate): stage i
+    has num_filters * 2^i filters and strides 2 in its first block (after the first stage)."""
+    rates = iter(block_rates(module.drop_path_rate, sum(module.stage_sizes)))
+    for i, block_size in enumerate(module.stage_sizes):
+        for j in range(block_size):
+            x = block_cls(
+                module.num_filters * 2**i,
+                strides=(2, 2) if i > 0 and j == 0 else (1, 1),
+                conv=conv,
+                norm=norm,
+                act=nn.relu,
+                drop_path_rate=next(rates),
+            )(x, train)
+    return x
+
+
 class ResNetBlock(nn.Module):
     """Basic block: two 3x3 convs; the last BatchNorm starts at zero scale (identity residual)."""
 
@@ -160,18 +177,7 @@ class ResNet(nn.Module):
             x = conv(self.num_filters, (3, 3), padding="SAME", name="conv_init")(x)
             x = norm(name="bn_init")(x)
             x = nn.relu(x)
-        rates = iter(block_rates(self.drop_path_rate, sum(self.stage_sizes)))
-        for i, block_size in enumerate(self.stage_sizes):
-            for j in range(block_size):
-                strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-                x = self.block_cls(
-                    self.num_filters * 2**i,
-                    strides=strides,
-                    conv=conv,
-                    norm=norm,
-                    act=nn.relu,
-                    drop_path_rate=next(rates),
-                )(x, train)
+        x = residual_stages(self, x, self.block_cls, conv, norm, train)
         return pooled_logits(self, x)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from imgcls.models.drop_path import block_rates, drop_path
-from imgcls.models.resnet import batch_norm, conv_kernel_init, pooled_logits
+from imgcls.models.drop_path import drop_path
+from imgcls.models.resnet import batch_norm, conv_kernel_init, pooled_logits, residual_stages
 
 ModuleDef = Any
 
@@ -85,18 +85,7 @@ class ResNetV1(nn.Module):
         # Keras: ZeroPadding2D(1) + 3x3/2 VALID max-pool. Padding with -inf (as here) or with 0
         # gives the same maximum: the input is >= 0 after the relu and every window holds a pixel.
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        rates = iter(block_rates(self.drop_path_rate, sum(self.stage_sizes)))
-        for i, block_size in enumerate(self.stage_sizes):
-            for j in range(block_size):
-                strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-                x = BottleneckResNetV1Block(
-                    self.num_filters * 2**i,
-                    strides=strides,
-                    conv=conv,
-                    norm=norm,
-                    act=nn.relu,
-                    drop_path_rate=next(rates),
-                )(x, train)
+        x = residual_stages(self, x, BottleneckResNetV1Block, conv, norm, train)
         return pooled_logits(self, x)
 
 
