@@ -3,21 +3,23 @@
 SGD with Nesterov momentum 0.9 at 0.1, weight decay 5e-4, batch 128, a cosine schedule over
 200 epochs, random crop (4-pixel padding) and horizontal flip. Options in the literature, off
 here (each one flag):
-  RandAugment:  --config.augment.policy=randaugment --config.augment.randaugment_num_ops=2
-                --config.augment.randaugment_magnitude=14   (about M=5 on the paper's 0-10 scale)
+  RandAugment:  --config.augment.policy=randaugment   (N=2 ops at magnitude 9 of 30, the
+                randaugment_num_ops / randaugment_magnitude defaults, torchvision's)
   weight EMA:   --config.ema_decay=0.9999   (evaluated alongside: eval_ema_accuracy)
   dropout:      --config.model.dropout_rate=0.3   (the paper's best WRN-28-10)
   TTA:          --config.eval_tta=flip
 Command:  python main.py --config=configs/cifar10_wrn28_10.py --workdir=runs/cifar10_wrn28_10
           (CIFAR-10 from TFDS, downloaded into config.dataset.data_dir on first use; offline,
-          the JPEG copy: --config.dataset.name=folder --config.dataset.path=<untarred>/cifar10)
+          the JPEG copy: --config.dataset.name=folder --config.dataset.path=DIR, where DIR
+          holds the train/ and test/ of ../shared/data/cifar10-jpeg.tar.gz)
 Expected: 96.0% test accuracy (4.00% error; 96.11% with dropout 0.3; paper, step schedule),
           about 97.3% with RandAugment (Cubuk et al. 2020) and 97.4% with AutoAugment
           (Cubuk et al. 2019).
-Measured here: not trained: one NVIDIA GPU-day-scale run (78,200 steps of a 36.5M-parameter
-          net); on the 2 shared CPU cores of the dev machine one step of batch 128 takes about
-          a minute (benchmarks/results.md), so 200 epochs would take months. The config is
-          validated and a 2-step run of it under TFDS mock data is in the tests.
+Measured here: not trained to the end. On the dev machine's 2 shared CPU cores one step of
+          batch 32 takes 14.9 s (2 images/s, `python benchmarks/train_throughput.py --cases
+          wrn28_10 --batch_size 32 --steps 2`), so the 10M images of 200 epochs would take about
+          8 weeks; it is a GPU recipe (78,200 steps at batch 128). No GPU was lent when it was
+          written. tests/test_config_check.py validates it.
 """
 
 from configs import default

@@ -123,9 +123,10 @@ def accumulate(grad_fn, params, batch_stats, images, targets, rng, steps: int, u
 
     The micro-batches run one after another in a lax.scan, so only one micro-batch's
     activations are alive at a time (a batch that does not fit in memory still trains).
-    unroll=True unrolls the scan, which gives the same values: XLA:CPU runs the kernel-gradient
-    convolutions of a loop body about 10x slower (the cnn's step: 211 ms instead of 17 ms at
-    batch 256), and on a CPU memory is seldom what accumulation is for.
+    unroll=True unrolls the scan (the same values), for CPUs: XLA:CPU compiles the
+    kernel-gradient convolutions inside a loop body to a slow generic kernel (the cnn's step
+    with 4 micro-batches of batch 256 took 211 ms looped, 17 ms unrolled), and on a CPU memory
+    is seldom what accumulation is for.
     BatchNorm normalises each micro-batch by its own statistics and updates its running
     averages once per micro-batch, as `steps` smaller steps would; without BatchNorm the result
     equals one step on the whole shard up to floating-point rounding. Dropout draws a key per

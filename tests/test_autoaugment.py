@@ -1,12 +1,14 @@
 """RandAugment / TrivialAugment-Wide / AutoAugment: each op on constructed images, the policy
 tables, and the policies' determinism per key (so that resume replays them)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import load_config
 
-from imgcls import config_check
+from imgcls import config_check, inspection
 from imgcls.data import autoaugment, jax_augment, policies, preprocess
 
 
@@ -165,3 +167,14 @@ def test_policy_settings_are_checked():
     config.augment.policy = "randaugment"
     with pytest.raises(ValueError, match="policy='randaugment'.*only the tf.data input pipeline"):
         jax_augment.device_supported_check(config.augment)
+
+
+def test_inspect_shows_the_policy_in_augmentations_png():
+    """--mode=inspect's augmented copies go through the training preprocessing, policy included."""
+    config, image = load_config(), noise((8, 8, 1))
+    info = SimpleNamespace(image_shape=(8, 8, 1))
+    plain = inspection.augmented_copies(config, info, image, 3)
+    config.augment.policy = "randaugment"
+    with_policy = inspection.augmented_copies(config, info, image, 3)
+    assert len(with_policy) == inspection.AUGMENTED_COPIES
+    assert sum(not np.array_equal(a, b) for a, b in zip(plain, with_policy, strict=True)) > 10
