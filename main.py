@@ -53,6 +53,20 @@ flags.DEFINE_string("host", "127.0.0.1", "--mode=serve: the address to listen on
 flags.DEFINE_integer("port", 8000, "--mode=serve: the port to listen on.")
 flags.DEFINE_float("max_upload_mb", 10.0, "--mode=serve: larger uploads get 413.")
 flags.DEFINE_string("split", None, "--mode=eval: the split to evaluate (default: the config's).")
+flags.DEFINE_enum(
+    "weights",
+    None,
+    ["ema", "raw"],
+    "--mode=eval/predict/export/serve: the trained weights (raw) or their moving average (ema; "
+    "runs with config.ema_decay > 0). Default: ema when the run kept it, else raw.",
+)
+flags.DEFINE_enum(
+    "tta",
+    None,
+    ["none", "flip", "flip_shift"],
+    "--mode=eval/predict/export/serve: test-time augmentation (imgcls/tta.py). Default: the "
+    "run's config.eval_tta.",
+)
 flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host training)."
 )
@@ -73,9 +87,9 @@ def _train(args):
 
 def _evaluate(args):
     checkpoint = FLAGS.checkpoint or "latest"
-    print(
-        evaluate.format_result(evaluate.evaluate_checkpoint(FLAGS.workdir, checkpoint, FLAGS.split))
-    )
+    f = FLAGS
+    result = evaluate.evaluate_checkpoint(f.workdir, checkpoint, f.split, f.weights, f.tta)
+    print(evaluate.format_result(result))
     return 0
 
 
@@ -86,24 +100,34 @@ def _inspect(args):
 
 def _predict(paths):
     f = FLAGS
-    result = predict.predict_paths(f.workdir, paths, f.checkpoint, f.batch_size, f.top_k, f.output)
+    result = predict.predict_paths(
+        f.workdir, paths, f.checkpoint, f.batch_size, f.top_k, f.output, f.weights, f.tta
+    )
     print(predict.format_summary(result, FLAGS.output))
     return 1 if result["errors"] else 0
 
 
 def _export(args):
-    print(
-        export.format_summary(
-            export.export_model(FLAGS.workdir, FLAGS.export_dir, FLAGS.checkpoint)
-        )
-    )
+    f = FLAGS
+    paths = export.export_model(f.workdir, f.export_dir, f.checkpoint, f.weights, f.tta)
+    print(export.format_summary(paths))
     return 0
 
 
 def _serve(args):
     upload_bytes = int(FLAGS.max_upload_mb * 2**20)
     f = FLAGS
-    serve.serve(f.workdir, f.host, f.port, f.checkpoint, f.batch_size, upload_bytes, f.top_k)
+    serve.serve(
+        f.workdir,
+        f.host,
+        f.port,
+        f.checkpoint,
+        f.batch_size,
+        upload_bytes,
+        f.top_k,
+        f.weights,
+        f.tta,
+    )
     return 0
 
 

@@ -79,24 +79,45 @@ def get_config():
     config.augment.erasing = 0.0  # probability of erasing a random rectangle (random values)
     config.augment.mixup = 0.0  # Beta(alpha, alpha) of mixup on device; 0: off
     config.augment.cutmix = 0.0  # Beta(alpha, alpha) of cutmix; with mixup, one per batch
+    # An augmentation policy after the flips (tf.data pipeline only; imgcls/data/autoaugment.py):
+    # 'none', 'randaugment' (N ops of magnitude M), 'trivialaugment_wide' (one op, random
+    # magnitude) or 'autoaugment_imagenet' (AutoAugment's ImageNet policy), as torchvision's.
+    config.augment.policy = "none"
+    config.augment.randaugment_num_ops = 2  # N
+    config.augment.randaugment_magnitude = 9  # M, in 0-30 (torchvision's 31 bins)
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "cnn"  # see imgcls.models.MODELS
     config.model.features = (32, 64)  # cnn; 'auto': one stage per halving to 4x4 (models/sizing)
     config.model.dense_features = 128
     config.model.dropout_rate = 0.3
+    # The ResNets, WRNs and PreAct ResNets (imgcls/models) also take drop_path_rate: stochastic
+    # depth, the last residual block's drop probability in training (earlier ones linearly less).
     config.half_precision = False  # bfloat16 compute, float32 parameters
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"  # 'sgd' or 'adamw'
+    config.optimizer.name = "adamw"  # 'sgd', 'adamw', 'lars' or 'lamb' (large batches)
     config.optimizer.learning_rate = 3e-3  # peak learning rate
     config.optimizer.momentum = 0.9  # sgd
-    config.optimizer.nesterov = True  # sgd
-    config.optimizer.b1 = 0.9  # adamw
-    config.optimizer.b2 = 0.999  # adamw
+    config.optimizer.nesterov = True  # sgd, lars
+    config.optimizer.b1 = 0.9  # adamw, lamb
+    config.optimizer.b2 = 0.999  # adamw, lamb
     config.optimizer.weight_decay = 1e-4  # on kernels only (not biases or BatchNorm)
-    config.optimizer.schedule = "cosine"  # 'cosine' or 'constant', after linear warmup
+    # lars: the trust ratio's coefficient (layer-wise rate = this x |w| / |update|; kernels only).
+    config.optimizer.trust_coefficient = 0.001
+    # Clip the gradient to this global norm before the optimizer (0: off).
+    config.optimizer.clip_norm = 0.0
+    # 'cosine', 'constant' or 'plateau', after linear warmup. 'plateau' (reduce-on-plateau):
+    # constant, multiplied by plateau_factor whenever the validation plateau_metric ('loss' or
+    # 'accuracy') has not improved by a relative plateau_threshold for plateau_patience
+    # evaluations, down to plateau_min_lr (optax.contrib.reduce_on_plateau).
+    config.optimizer.schedule = "cosine"
     config.optimizer.warmup_epochs = 1.0
+    config.optimizer.plateau_metric = "loss"
+    config.optimizer.plateau_patience = 3
+    config.optimizer.plateau_factor = 0.1
+    config.optimizer.plateau_threshold = 1e-4
+    config.optimizer.plateau_min_lr = 0.0
     config.label_smoothing = 0.0
 
     # Transfer learning (imgcls/warm_start.py; README "Transfer learning").
@@ -117,10 +138,25 @@ def get_config():
     config.backbone_learning_rate_scale = 0.1
 
     config.batch_size = 64  # global, over all devices and hosts
+    # > 1: each step cuts every device's batch into this many micro-batches, run one after
+    # another with their gradients averaged (memory of one micro-batch; BatchNorm statistics
+    # per micro-batch).
+    config.grad_accum_steps = 1
     config.eval_batch_size = 256
     config.num_epochs = 40.0
     config.num_train_steps = -1  # wins over num_epochs when > 0
     config.eval_every_epochs = 10.0
+    # > 0: keep an exponential moving average (EMA) of the weights and BatchNorm statistics with
+    # this decay (e.g. 0.999; imgcls/ema.py). Validation reports both (eval_* and eval_ema_*),
+    # the best checkpoint is the better of the two, and eval/predict/export/serve use the EMA
+    # unless --weights=raw.
+    config.ema_decay = 0.0
+    # > 0: EMA warm-up as timm's: the decay of update t is min(ema_decay, 1 - t^-power)
+    # (2/3 suits runs of 1M+ steps, 3/4 shorter ones).
+    config.ema_warmup_power = 0.0
+    # Test-time augmentation of validation, the final report, eval and predict (imgcls/tta.py):
+    # 'none', 'flip' (mirror average) or 'flip_shift' (plus 1-pixel shifts: 6 views).
+    config.eval_tta = "none"
     # Stop when the validation accuracy has not improved for this many evaluations (0: off).
     config.early_stopping_patience = 0
     # A step whose loss or gradients are not finite (NaN, infinity) leaves the state unchanged.

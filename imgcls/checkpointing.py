@@ -28,11 +28,13 @@ from orbax.checkpoint import checkpoint_managers as policies
 from imgcls import files
 
 BEST_METRIC = "eval_accuracy"
+EMA_METRIC = "eval_ema_accuracy"  # runs with config.ema_decay > 0 rank by the better of the two
 DIRECTORY = "checkpoints"  # W/checkpoints
 CHECKSUMS = "checksums"  # W/checkpoints/checksums/<step>.json
 CORRUPT = "corrupt_checkpoints"  # W/corrupt_checkpoints/<step>: set aside by a resume
 CHOICES = "'latest', 'best' or a step number"
 VARIABLES = ("params", "batch_stats")
+EMA = "ema"  # the TrainState's moving average of VARIABLES (imgcls.ema), when the run has one
 
 
 class CorruptCheckpoint(ValueError):
@@ -62,6 +64,28 @@ def checksums(tree) -> dict[str, str]:
         header = f"{value.dtype.str}{value.shape}".encode()
         sums[jax.tree_util.keystr(path)] = f"{zlib.crc32(value.tobytes(), zlib.crc32(header)):08x}"
     return sums
+
+
+def best_score(metrics: dict) -> float:
+    """What ranks a checkpoint for 'best': its validation accuracy, or that of its moving
+    average of the weights (EMA) when that is higher."""
+    return max(metrics[BEST_METRIC], metrics.get(EMA_METRIC, -float("inf")))
+
+
+def best_weights(metrics: dict) -> str:
+    """Which weights gave best_score: 'ema' or 'raw'."""
+    return "ema" if metrics.get(EMA_METRIC, -float("inf")) > metrics[BEST_METRIC] else "raw"
+
+
+def _layout(tree) -> dict[str, dict]:
+    """{top-level key: {path below it: shape}} of a saved (metadata) or live state dict, with
+    the model's own variables left out (check_model compares those)."""
+    layout = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        if names[0] not in VARIABLES:
+            layout.setdefault(names[0], {})["/".join(names[1:])] = tuple(np.shape(leaf))
+    return layout
 
 
 def _first_line(error: Exception) -> str:
@@ -95,7 +119,7 @@ class Checkpointer:
             [
                 policies.LatestN(n=max(1, keep)),
                 policies.BestN(
-                    get_metric_fn=lambda m: m[BEST_METRIC],
+                    get_metric_fn=best_score,
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 ),
@@ -259,6 +283,7 @@ class Checkpointer:
                 f"saved steps: {self.all_steps()}."
             )
         self.check_model(step, {"params": state.params, "batch_stats": state.batch_stats})
+        self.check_training_state(step, state)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         try:
             restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -278,11 +303,12 @@ class Checkpointer:
             logging.warning("Moved the damaged checkpoint step %d to %s.", step, target)
         self.manager.reload()
 
-    def restore_variables(self, step: int) -> dict:
+    def restore_variables(self, step: int, weights: str = "raw") -> dict:
         """{'params', 'batch_stats'} of checkpoint `step` as numpy arrays, read without a template.
 
         The tree comes from the checkpoint's own metadata, so this reads a checkpoint of any
         model, class count or optimizer (imgcls.warm_start starts other runs from it).
+        weights='ema' reads the moving average of the weights instead (config.ema_decay runs).
         """
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree.map(
@@ -293,14 +319,26 @@ class Checkpointer:
             restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # noqa: BLE001  (TensorStore, JSON, OS errors: damaged files)
             raise CorruptCheckpoint(self.directory, step, _first_line(e)) from e
-        variables = {key: jax.tree.map(np.asarray, restored.get(key) or {}) for key in VARIABLES}
-        self.verify(step, variables, only=VARIABLES)
+        source = restored.get(EMA) if weights == EMA else restored
+        if not source:
+            raise ValueError(
+                f"Checkpoint step {step} in {self.directory} holds no moving average of the "
+                "weights (the run had config.ema_decay=0): use --weights=raw."
+            )
+        variables = {key: jax.tree.map(np.asarray, source.get(key) or {}) for key in VARIABLES}
+        if weights == EMA:
+            self.verify(step, {EMA: variables}, only=(EMA,))
+        else:
+            self.verify(step, variables, only=VARIABLES)
         return variables
 
-    def restore_checked_variables(self, checkpoint, template) -> tuple[dict, int, str]:
+    def restore_checked_variables(
+        self, checkpoint, template, weights: str = "raw"
+    ) -> tuple[dict, int, str]:
         """(variables, step, name) of `checkpoint` (as resolve() takes it), checked against the
-        model's `template` ({'params', 'batch_stats'} shapes). A damaged 'latest' or 'best'
-        falls back to the newest intact step, saying so; a damaged step number is an error."""
+        model's `template` ({'params', 'batch_stats'} shapes); `weights` as restore_variables
+        takes it. A damaged 'latest' or 'best' falls back to the newest intact step, saying so;
+        a damaged step number is an error."""
         step, name = self.resolve(checkpoint)
         candidates = [step]
         if name in ("latest", "best"):
@@ -308,7 +346,7 @@ class Checkpointer:
         for candidate in candidates:
             try:
                 self.check_model(candidate, template)
-                variables = self.restore_variables(candidate)
+                variables = self.restore_variables(candidate, weights)
             except CorruptCheckpoint as e:
                 if len(candidates) == 1:
                     raise CorruptCheckpoint(
@@ -371,6 +409,29 @@ class Checkpointer:
             if k in saved and saved[k] != shape
         ]
         return problems
+
+    def check_training_state(self, step: int, state) -> None:
+        """ValueError when checkpoint `step` holds another training state than `state` beyond
+        the model: a moving average of the weights (config.ema_decay) saved or not, or another
+        optimizer state (optimizer, clip_norm, schedule='plateau', freeze_backbone). Orbax would
+        fail on such a restore too, but as if the files were damaged."""
+        saved, wanted = _layout(self._metadata(step)), _layout(serialization.to_state_dict(state))
+        if saved == wanted:
+            return
+        if (EMA in saved) != (EMA in wanted):
+            detail = (
+                "it keeps a moving average of the weights, this config does not (ema_decay=0)"
+                if EMA in saved
+                else "it keeps no moving average of the weights, this config does (ema_decay > 0)"
+            )
+        else:
+            detail = "its optimizer state has another layout than this config's optimizer"
+        raise ValueError(
+            f"Checkpoint step {step} in {self.directory} was saved with other training options "
+            f"than this config: {detail}. Resume with the run's own config (W/config.json: "
+            "config.ema_decay, config.optimizer's name, clip_norm and schedule, "
+            "freeze_backbone), or train in a fresh --workdir."
+        )
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

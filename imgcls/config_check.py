@@ -9,10 +9,11 @@ is one line of the table below; keys a config does not have are not checked.
 import math
 import numbers
 
-from imgcls import models, optim
+from imgcls import models, optim, tta
 from imgcls.config_values import AUTO, is_auto, parse_value
 from imgcls.data.balance import BALANCE_MODES
 from imgcls.data.choice import PIPELINES
+from imgcls.data.policies import POLICIES, RANDAUGMENT_BINS
 
 ON_NONFINITE = ("stop", "skip")
 
@@ -115,8 +116,13 @@ RULES = {
     "backbone_learning_rate_scale": NON_NEGATIVE,
     "on_nonfinite": one_of(ON_NONFINITE),
     "max_nonfinite_steps": POSITIVE_COUNT,
+    "grad_accum_steps": POSITIVE_COUNT,
+    "ema_decay": OPEN_FRACTION,
+    "ema_warmup_power": NON_NEGATIVE,
+    "eval_tta": one_of(tta.MODES),
     "model.name": named("model", tuple(models.MODELS)),
     "model.dropout_rate": OPEN_FRACTION,
+    "model.drop_path_rate": OPEN_FRACTION,
     "optimizer.name": named("optimizer", optim.OPTIMIZERS),
     "optimizer.schedule": named("schedule", optim.SCHEDULES),
     # 0 is allowed: the weights stay as they are (evaluating a warm start, tests); < 0 would be
@@ -127,6 +133,13 @@ RULES = {
     "optimizer.b2": OPEN_FRACTION,
     "optimizer.weight_decay": NON_NEGATIVE,
     "optimizer.warmup_epochs": NON_NEGATIVE,
+    "optimizer.trust_coefficient": above(0),
+    "optimizer.clip_norm": NON_NEGATIVE,
+    "optimizer.plateau_metric": one_of(optim.PLATEAU_METRICS),
+    "optimizer.plateau_patience": POSITIVE_COUNT,
+    "optimizer.plateau_factor": (lambda v: _number(v) and 0 < v < 1, "must be in (0, 1)"),
+    "optimizer.plateau_threshold": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
+    "optimizer.plateau_min_lr": NON_NEGATIVE,
     "dataset.image_size": or_auto(at_least(0, integer=True)),
     "dataset.channels": or_auto(one_of((1, 3))),
     "dataset.mean": or_auto((_numbers(_number), "must be a list of numbers, one per channel")),
@@ -160,6 +173,12 @@ RULES = {
     "augment.erasing": FRACTION,
     "augment.mixup": NON_NEGATIVE,
     "augment.cutmix": NON_NEGATIVE,
+    "augment.policy": one_of(POLICIES),
+    "augment.randaugment_num_ops": POSITIVE_COUNT,
+    "augment.randaugment_magnitude": (
+        lambda v: _int(v) and 0 <= v < RANDAUGMENT_BINS,
+        f"must be an integer in [0, {RANDAUGMENT_BINS - 1}]",
+    ),
 }
 
 

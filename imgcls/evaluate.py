@@ -20,8 +20,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from imgcls import cam, data, files, losses, parallel, report, state
+from imgcls import cam, data, ema, files, losses, parallel, report, state
 from imgcls import metrics as metrics_lib
+from imgcls import tta as tta_lib
 from imgcls import workdir as workdir_files
 from imgcls.data.normalize import mean_std, normalize
 
@@ -33,9 +34,14 @@ COUNT_LABELS_MAX_EXAMPLES = 300_000  # larger splits are left out of class_distr
 EVAL_DEVICE_KEYS = ("image", "label", "mask")
 
 
-def eval_step(variables, batch, *, apply_fn, mean, std, metrics_cls):
-    """Logits and masked metrics of one eval batch shard (padding examples have mask False)."""
-    logits = apply_fn(variables, normalize(batch["image"], mean, std), train=False)
+def eval_step(variables, batch, *, apply_fn, mean, std, metrics_cls, tta="none"):
+    """Logits and masked metrics of one eval batch shard (padding examples have mask False);
+    `tta` (imgcls.tta.MODES) averages the logits of transformed views."""
+
+    def logits_fn(images):
+        return apply_fn(variables, images, train=False)
+
+    logits = tta_lib.logits(tta, logits_fn, normalize(batch["image"], mean, std))
     batch_metrics = metrics_cls.gather_from_model_output(
         axis_name=AXIS,
         loss=losses.cross_entropy(logits, batch["label"]),
@@ -46,10 +52,10 @@ def eval_step(variables, batch, *, apply_fn, mean, std, metrics_cls):
     return batch_metrics, logits
 
 
-def make_eval_step(config, num_classes: int, mesh, metrics_cls=None):
+def make_eval_step(config, num_classes: int, mesh, metrics_cls=None, tta=None):
     """The data-parallel eval step f(variables, global batch) -> (merged metrics, logits
     sharded on 'data'), for config's model in inference mode. metrics_cls defaults to the
-    training collection (loss, accuracy, top-5)."""
+    training collection (loss, accuracy, top-5); tta to config.eval_tta."""
     mean, std = mean_std(config)
     return parallel.data_parallel(
         functools.partial(
@@ -58,6 +64,7 @@ def make_eval_step(config, num_classes: int, mesh, metrics_cls=None):
             mean=mean,
             std=std,
             metrics_cls=metrics_cls or metrics_lib.metrics_collection(num_classes),
+            tta=tta_lib.check_mode(tta, config),
         ),
         mesh,
         in_specs=(P(), P(AXIS)),
@@ -80,25 +87,40 @@ def evaluate_batches(p_eval, variables, batches, mesh):
     return total
 
 
-def report_dir(workdir: str, split: str, step: int) -> str:
-    """`W/eval/<split>_<step>`, with split expressions such as 'train[:10%]' made path-safe."""
-    return os.path.join(workdir, "eval", f"{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}_{step}")
+def report_dir(workdir: str, split: str, step: int, variant: str = "") -> str:
+    """`W/eval/<split>_<step>[_<variant>]`, with split expressions such as 'train[:10%]' made
+    path-safe; `variant` tells apart reports of other weights or TTA than the run's own."""
+    name = f"{split}_{step}" + (f"_{variant}" if variant else "")
+    return os.path.join(workdir, "eval", re.sub(r"[^A-Za-z0-9_.-]", "_", name))
 
 
-def evaluate_checkpoint(workdir: str, checkpoint: str = "latest", split: str | None = None):
+def _variant(config, weights: str, tta: str) -> str:
+    """'' for the run's default weights and TTA; else what differs, e.g. 'raw' or 'raw_flip'."""
+    parts = [weights] if weights != ema.default_weights(config) else []
+    parts += [tta] if tta != tta_lib.check_mode(None, config) else []
+    return "_".join(parts)
+
+
+def evaluate_checkpoint(
+    workdir: str, checkpoint: str = "latest", split: str | None = None, weights=None, tta=None
+):
     """Evaluates a saved checkpoint of `workdir` on `split` (default: the config's eval split).
 
-    `checkpoint` is 'latest', 'best' or a step number.
+    `checkpoint` is 'latest', 'best' or a step number; `weights` 'ema' or 'raw' (default: ema
+    when the run kept an average); `tta` one of imgcls.tta.MODES (default: config.eval_tta).
     """
     config = workdir_files.load_config(workdir)
+    weights, tta = ema.check_weights(weights, config), tta_lib.check_mode(tta, config)
     if split:
         config.dataset.eval_split = split
     info = state.prepare_dataset(config)
     mesh = parallel.create_mesh()
     model = state.create_model(config, info.num_classes)
-    variables, step, name = state.restore_variables(workdir, model, info.image_shape, checkpoint)
+    variables, step, name = state.restore_variables(
+        workdir, model, info.image_shape, checkpoint, weights
+    )
     variables = parallel.replicate(variables, mesh)
-    return evaluate_variables(config, workdir, variables, step, info, mesh, name)
+    return evaluate_variables(config, workdir, variables, step, info, mesh, name, weights, tta)
 
 
 class Example(NamedTuple):
@@ -146,10 +168,10 @@ def _softmax(logits):
     return shifted / shifted.sum(-1, keepdims=True)
 
 
-def _eval_pass(config, info, variables, mesh):
+def _eval_pass(config, info, variables, mesh, tta):
     """One pass over the eval split: merged metrics, all predictions, and example images."""
     p_eval = make_eval_step(
-        config, info.num_classes, mesh, metrics_lib.report_collection(info.num_classes)
+        config, info.num_classes, mesh, metrics_lib.report_collection(info.num_classes), tta
     )
     total, local, examples = None, [], _Examples(GRID_EXAMPLES)
     for batch in data.create_eval_iterator(config, info):
@@ -224,19 +246,26 @@ def summarize(computed: dict, class_names) -> dict:
     }
 
 
-def evaluate_variables(config, workdir, variables, step, info, mesh, checkpoint="latest") -> dict:
-    """Evaluates the model's `variables` (of training step `step`) on config.dataset.eval_split
-    and writes the report (process 0); returns metrics.json's contents plus 'report_dir'."""
+def evaluate_variables(
+    config, workdir, variables, step, info, mesh, checkpoint="latest", weights="raw", tta=None
+) -> dict:
+    """Evaluates the model's `variables` (of training step `step`; `weights` says which: 'raw'
+    or 'ema') on config.dataset.eval_split with test-time augmentation `tta` (default:
+    config.eval_tta) and writes the report (process 0); returns metrics.json's contents plus
+    'report_dir'."""
     split = config.dataset.eval_split
-    computed, predictions, examples = _eval_pass(config, info, variables, mesh)
+    tta = tta_lib.check_mode(tta, config)
+    computed, predictions, examples = _eval_pass(config, info, variables, mesh, tta)
     results = {
         "workdir": os.path.abspath(workdir),
         "split": split,
         "step": int(step),
         "checkpoint": checkpoint,
+        "weights": weights,
+        "tta": tta,
         **summarize(computed, info.class_names),
     }
-    out = report_dir(workdir, split, step)
+    out = report_dir(workdir, split, step, _variant(config, weights, tta))
     results["report_dir"] = out
     if jax.process_index() == 0:
         _write_report(config, workdir, info, variables, out, results, predictions, examples)
@@ -253,8 +282,9 @@ def evaluate_variables(config, workdir, variables, step, info, mesh, checkpoint=
 
 def format_result(result: dict) -> str:
     """The console summary of evaluate_checkpoint's result."""
+    used = ", ".join([f"{result['checkpoint']} checkpoint", *tta_lib.describe(result)])
     return (
-        f"{result['split']} at step {result['step']} ({result['checkpoint']} checkpoint): "
+        f"{result['split']} at step {result['step']} ({used}): "
         f"accuracy {result['accuracy']:.4f}  loss {result['loss']:.4f}  "
         f"macro F1 {result['macro_avg']['f1']:.4f}\n"
         f"Report: {os.path.join(result['report_dir'], 'report.md')}"

@@ -41,6 +41,8 @@ def _model_info(predictor, workdir):
         "workdir": os.path.abspath(workdir),
         "checkpoint": predictor.checkpoint,
         "step": predictor.step,
+        "weights": predictor.weights,
+        "tta": predictor.tta,
         "model": config.model.name,
         "class_names": list(predictor.class_names),
         "image_shape": list(predictor.image_shape),
@@ -65,8 +67,10 @@ def _model_info(predictor, workdir):
     }
 
 
-def export_model(workdir, export_dir, checkpoint=None) -> dict:
-    """Writes the SavedModel, the jax.export artifact and model_info.json into `export_dir`.
+def export_model(workdir, export_dir, checkpoint=None, weights=None, tta=None) -> dict:
+    """Writes the SavedModel, the jax.export artifact and model_info.json into `export_dir`;
+    `weights` and `tta` as predict.Predictor takes them (the exported functions include the
+    test-time augmentation).
 
     The export is written next to `export_dir` (E.partial) and moved into place when complete,
     so a failed export leaves neither a half-written model nor its staging folder. An existing
@@ -81,7 +85,7 @@ def export_model(workdir, export_dir, checkpoint=None) -> dict:
                 f"--export_dir={export_dir} is a non-empty directory that holds no imgcls export; "
                 "give a new or empty directory."
             )
-    predictor = predict.Predictor(workdir, checkpoint, compile=False)
+    predictor = predict.Predictor(workdir, checkpoint, compile=False, weights=weights, tta=tta)
     info = _model_info(predictor, workdir)
     staging = export_dir.rstrip(os.sep) + ".partial"
     replaced = export_dir.rstrip(os.sep) + ".replaced"

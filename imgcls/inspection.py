@@ -167,9 +167,9 @@ def inspect_dataset(config, workdir):
         ("original, then\naugmented" if r == 0 else "", grid[r * per_row : (r + 1) * per_row])
         for r in range(4)
     ]
-    plot_image_rows(
-        aug_rows, os.path.join(out, "augmentations.png"), f"augmentations of one '{names[label]}'"
-    )
+    policy = config.augment.get("policy", "none")
+    title = f"augmentations of one '{names[label]}'" + (f" ({policy})" if policy != "none" else "")
+    plot_image_rows(aug_rows, os.path.join(out, "augmentations.png"), title)
     summary["figures"] = ["class_distribution.png", "samples.png", "augmentations.png"]
     files.write_json(os.path.join(out, "inspect.json"), summary)
     _write_markdown(os.path.join(out, "inspect.md"), summary)

@@ -6,14 +6,21 @@ every model here) and 'backbone' (the rest). Both run the same optimizer, so the
 has one structure for the whole run (checkpoints and resume do not care whether the backbone is
 frozen yet); the backbone's learning rate is 0 until `unfreeze_step` and then
 `config.backbone_learning_rate_scale` x the schedule's.
+
+Two wrappers act on the whole update, outside the groups: gradient clipping by global norm
+(`config.optimizer.clip_norm`, first) and, with `config.optimizer.schedule='plateau'`, the
+reduce-on-plateau scale (last), whose state the training loop advances after each validation
+(`observe_plateau`). Off, neither exists, and the optimizer state is what it always was.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
+from optax.contrib import reduce_on_plateau
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
+SCHEDULES = ("cosine", "constant", "plateau")
+PLATEAU_METRICS = ("loss", "accuracy")  # of the validation split, for schedule='plateau'
 
 
 def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps: int):
@@ -29,7 +36,7 @@ def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps:
             decay_steps=max(num_train_steps, warmup_steps + 1),
             end_value=0.0,
         )
-    if opt.schedule == "constant":
+    if opt.schedule in ("constant", "plateau"):  # plateau: the loop scales it (observe_plateau)
         if warmup_steps == 0:
             return optax.constant_schedule(peak)
         return optax.join_schedules(
@@ -56,17 +63,28 @@ def create_optimizer(
     follows `learning_rate_fn` and the backbone `backbone_schedule(...)`.
     """
     if unfreeze_step is None:
-        return _base_optimizer(config, learning_rate_fn)
+        return _with_wrappers(config, _base_optimizer(config, learning_rate_fn))
     backbone_lr = backbone_schedule(
         learning_rate_fn, unfreeze_step, config.backbone_learning_rate_scale
     )
-    return optax.multi_transform(
+    grouped = optax.multi_transform(
         {
             HEAD: _base_optimizer(config, learning_rate_fn),
             BACKBONE: _base_optimizer(config, backbone_lr),
         },
         param_groups,
     )
+    return _with_wrappers(config, grouped)
+
+
+def _with_wrappers(config, tx) -> optax.GradientTransformation:
+    """`tx` after global-norm clipping and before the plateau scale, when they are on."""
+    opt = config.optimizer
+    if opt.get("clip_norm", 0.0) > 0:
+        tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
+    if uses_plateau(config):
+        tx = optax.chain(tx, _plateau_scale(config))
+    return tx
 
 
 def _base_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
@@ -80,12 +98,32 @@ def _base_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
         return optax.adamw(
             learning_rate_fn, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=_decay_mask
         )
+    if opt.name == "lars":  # biases and BatchNorm: neither decayed nor trust-ratio scaled
+        return optax.lars(
+            learning_rate_fn,
+            weight_decay=opt.weight_decay,
+            weight_decay_mask=_decay_mask,
+            trust_coefficient=opt.trust_coefficient,
+            trust_ratio_mask=_decay_mask,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
+        )
+    if opt.name == "lamb":
+        # optax.lamb, except that biases and BatchNorm are also kept out of the trust ratio (as
+        # in the LAMB paper's BERT code and big_vision), not only out of weight decay.
+        return optax.chain(
+            optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=LAMB_EPS),
+            optax.add_decayed_weights(opt.weight_decay, mask=_decay_mask),
+            optax.masked(optax.scale_by_trust_ratio(), _decay_mask),
+            optax.scale_by_learning_rate(learning_rate_fn),
+        )
     raise ValueError(
         f"Unknown optimizer '{opt.name}' (config.optimizer.name). "
         f"Valid optimizers: {', '.join(OPTIMIZERS)}."
     )
 
 
+LAMB_EPS = 1e-6  # optax.lamb's (and the LAMB paper's) epsilon
 HEAD, BACKBONE = "head", "backbone"
 HEAD_MODULE = "head"  # the classifier Dense of every model (imgcls.models)
 # unfreeze_step() when the backbone never unfreezes (unfreeze_after_epochs < 0): int32 max.
@@ -140,3 +178,60 @@ def backbone_schedule(learning_rate_fn, unfreeze: int, scale: float):
         return jnp.where(count < unfreeze, 0.0, scale * learning_rate_fn(count))
 
     return schedule
+
+
+def uses_plateau(config) -> bool:
+    return config.optimizer.schedule == "plateau"
+
+
+def _plateau(config) -> optax.GradientTransformationExtraArgs:
+    """optax's reduce-on-plateau, fed one validation value per call (a decrease improves)."""
+    opt = config.optimizer
+    peak = opt.learning_rate
+    return reduce_on_plateau(
+        factor=opt.plateau_factor,
+        patience=opt.plateau_patience,
+        rtol=opt.plateau_threshold,
+        min_scale=opt.plateau_min_lr / peak if peak > 0 else 0.0,
+    )
+
+
+def _plateau_scale(config) -> optax.GradientTransformation:
+    """Multiplies the updates by the plateau state's scale and leaves the state alone: the
+    train step only applies the scale, observe_plateau (after each validation) changes it."""
+    plateau = _plateau(config)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: state.scale.astype(u.dtype) * u, updates), state
+
+    return optax.GradientTransformation(plateau.init, update)
+
+
+def plateau_value(config, eval_metrics: dict) -> float:
+    """The validation value reduce-on-plateau minimises: the loss, or minus the accuracy."""
+    if config.optimizer.plateau_metric == "accuracy":
+        return -float(eval_metrics["eval_accuracy"])
+    return float(eval_metrics["eval_loss"])
+
+
+def observe_plateau(config, plateau_state, value):
+    """The plateau state after one validation `value` (jittable): after plateau_patience
+    values without improvement the scale falls by plateau_factor, down to
+    plateau_min_lr / learning_rate."""
+    _, plateau_state = _plateau(config).update({}, plateau_state, value=value)
+    return plateau_state
+
+
+def plateau_state(opt_state):
+    """The reduce-on-plateau state of an optimizer state: the last entry of the outer chain."""
+    return opt_state[-1]
+
+
+def with_plateau_state(opt_state, new_state):
+    return (*opt_state[:-1], new_state)
+
+
+def plateau_scale(opt_state) -> float:
+    """The current reduce-on-plateau factor on the schedule's learning rate."""
+    return float(plateau_state(opt_state).scale)

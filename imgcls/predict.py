@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from imgcls import files, images, state
+from imgcls import ema, files, images, state
+from imgcls import tta as tta_lib
 from imgcls import workdir as workdir_files
 from imgcls.data.normalize import mean_std, normalize
 from imgcls.images import BrokenImage, NotAnImage
@@ -33,33 +34,45 @@ PREPROCESS_THREADS = 8  # images decoded at once (PIL and TF release the GIL)
 PREDICT_BATCH_SIZE = 64  # largest default batch of --mode=predict
 
 
-def probabilities_fn(model, mean, std):
-    """f(variables, uint8 images [N, H, W, C]) -> float32 class probabilities [N, K]."""
+def probabilities_fn(model, mean, std, tta="none"):
+    """f(variables, uint8 images [N, H, W, C]) -> float32 class probabilities [N, K]; `tta`
+    (imgcls.tta.MODES) averages the logits of transformed views first, as evaluation does."""
 
     def probabilities(variables, images):
-        logits = model.apply(variables, normalize(images, mean, std), train=False)
+        def logits_fn(x):
+            return model.apply(variables, x, train=False)
+
+        logits = tta_lib.logits(tta, logits_fn, normalize(images, mean, std))
         return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
     return probabilities
 
 
 class Predictor:
-    """A trained model of `workdir` ready to predict: preprocessing, weights, compiled function."""
+    """A trained model of `workdir` ready to predict: preprocessing, weights, compiled function.
 
-    def __init__(self, workdir, checkpoint=None, batch_size=None, compile=True):
+    `weights` is 'ema' or 'raw' (default: ema when the run kept an average of its weights),
+    `tta` one of imgcls.tta.MODES (default: the run's config.eval_tta).
+    """
+
+    def __init__(
+        self, workdir, checkpoint=None, batch_size=None, compile=True, weights=None, tta=None
+    ):
         self.workdir = workdir
         self.config = config = workdir_files.load_config(workdir)
+        self.weights = ema.check_weights(weights, config)
+        self.tta = tta_lib.check_mode(tta, config)
         info = state.saved_dataset_info(workdir, config)
         self.class_names = tuple(info["class_names"])
         self.image_shape = tuple(int(d) for d in info["image_shape"])
         self.model = state.create_model(config, len(self.class_names))
         self.variables, self.step, self.checkpoint = state.restore_variables(
-            workdir, self.model, self.image_shape, checkpoint
+            workdir, self.model, self.image_shape, checkpoint, self.weights
         )
         self.batch_size = int(batch_size or min(config.eval_batch_size, PREDICT_BATCH_SIZE))
         if self.batch_size <= 0:
             raise ValueError(f"The batch size must be positive, got {self.batch_size}.")
-        self.probabilities_fn = probabilities_fn(self.model, *mean_std(config))
+        self.probabilities_fn = probabilities_fn(self.model, *mean_std(config), self.tta)
         self._compiled = self._preprocess_fn = None
         self._lock = threading.Lock()
         if compile:  # export only needs the weights and the function
@@ -67,10 +80,13 @@ class Predictor:
             self.variables = jax.device_put(self.variables)
             self._compiled = jax.jit(self.probabilities_fn).lower(self.variables, batch).compile()
         logging.info(
-            "Loaded %s (%s checkpoint, step %d): %d classes, images %s, batch %d.",
+            "Loaded %s (%s checkpoint, step %d, %s weights, TTA %s): %d classes, images %s, "
+            "batch %d.",
             workdir,
             self.checkpoint,
             self.step,
+            self.weights,
+            self.tta,
             len(self.class_names),
             "x".join(map(str, self.image_shape)),
             self.batch_size,
@@ -237,17 +253,26 @@ def predict_files(predictor, paths, top_k=DEFAULT_TOP_K) -> dict:
 
 
 def predict_paths(
-    workdir, paths, checkpoint=None, batch_size=None, top_k=DEFAULT_TOP_K, output=None
+    workdir,
+    paths,
+    checkpoint=None,
+    batch_size=None,
+    top_k=DEFAULT_TOP_K,
+    output=None,
+    weights=None,
+    tta=None,
 ) -> dict:
-    """--mode=predict: predict_files of `paths` with the model of `workdir`, written to
-    `output` (.csv or .json, checked before any work) when given."""
+    """--mode=predict: predict_files of `paths` with the model of `workdir` (its `weights`, with
+    test-time augmentation `tta`: see Predictor), written to `output` (.csv or .json, checked
+    before any work) when given."""
     check_top_k(top_k)
     if not paths:
         raise ValueError("--mode=predict needs image files or folders: ... a.jpg photos/")
     if output:
         check_output_path(output)
     files, errors = find_images(paths)
-    predictor = Predictor(workdir, checkpoint, batch_size or default_batch_size(len(files)))
+    batch_size = batch_size or default_batch_size(len(files))
+    predictor = Predictor(workdir, checkpoint, batch_size, weights=weights, tta=tta)
     result = predict_found(predictor, files, errors, top_k)
     if output:
         write_output(result, output)
@@ -276,6 +301,8 @@ def predict_found(predictor, files, errors, top_k=DEFAULT_TOP_K) -> dict:
         "workdir": os.path.abspath(predictor.workdir),
         "checkpoint": predictor.checkpoint,
         "step": predictor.step,
+        "weights": predictor.weights,
+        "tta": predictor.tta,
         "predictions": predictions,
         "errors": errors,
     }
@@ -305,9 +332,10 @@ def format_summary(result, output=None) -> str:
     lines = [format_table(result)]
     if output:
         lines.append(f"Predictions: {output}")
+    used = [f"{result['checkpoint']} checkpoint", f"step {result['step']}"]
     lines.append(
         f"{len(result['predictions'])} image(s) predicted, {len(result['errors'])} error(s) "
-        f"({result['checkpoint']} checkpoint, step {result['step']})."
+        f"({', '.join(used + tta_lib.describe(result))})."
     )
     return "\n".join(lines)
 

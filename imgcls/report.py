@@ -301,7 +301,7 @@ def _cell(text) -> str:
 def write_report_md(path, metrics: dict, figures: dict[str, str]) -> None:
     """Writes a Markdown summary of metrics.json: headline, per-class, confusions, figures."""
     lines = [f"# Evaluation: {metrics.get('split')} split, step {metrics.get('step')}", ""]
-    for key in ("checkpoint", "workdir"):
+    for key in ("checkpoint", "weights", "tta", "workdir"):  # weights: raw or EMA; tta: views
         if metrics.get(key) is not None:
             lines.append(f"- {key}: `{metrics[key]}`")
     lines += [

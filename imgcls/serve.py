@@ -259,6 +259,8 @@ def create_app(
             "image_shape": list(predictor.image_shape),
             "checkpoint": predictor.checkpoint,
             "step": int(predictor.step),
+            "weights": predictor.weights,
+            "tta": predictor.tta,
             "batch_size": predictor.batch_size,
             "requests": batcher.requests,
             "batches": batcher.batches,
@@ -280,15 +282,19 @@ def serve(
     batch_size=None,
     max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
     top_k=5,
+    weights=None,
+    tta=None,
 ):
-    """Loads the model of `workdir` and serves it with uvicorn until interrupted."""
+    """Loads the model of `workdir` (its `weights`, with test-time augmentation `tta`: see
+    predict.Predictor) and serves it with uvicorn until interrupted."""
     predict.check_top_k(top_k)
     _import_fastapi()
     try:  # the optional [serve] extra
         import uvicorn
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} ({e})") from e
-    predictor = predict.Predictor(workdir, checkpoint, batch_size or SERVE_BATCH_SIZE)
+    batch_size = batch_size or SERVE_BATCH_SIZE
+    predictor = predict.Predictor(workdir, checkpoint, batch_size, weights=weights, tta=tta)
     app = create_app(predictor, max_upload_bytes=max_upload_bytes, top_k=top_k)
     shown = f"[{host}]" if ":" in host else host
     logging.info("Serving %s at http://%s:%d/ (JSON API: POST /predict)", workdir, shown, port)

@@ -16,7 +16,7 @@ from absl import logging
 from flax.training import train_state
 from jax.experimental import multihost_utils
 
-from imgcls import checkpointing, data, models, optim, parallel
+from imgcls import checkpointing, data, ema, models, optim, parallel
 from imgcls import workdir as workdir_files
 from imgcls.models import sizing
 
@@ -25,27 +25,51 @@ class TrainState(train_state.TrainState):
     batch_stats: Any
 
 
+class EmaTrainState(TrainState):
+    """The TrainState of a run with config.ema_decay > 0: also the moving average of the
+    weights, {'params', 'batch_stats'} (imgcls.ema). A separate class, so that the state (and
+    the checkpoints) of a run without it keep exactly their old structure."""
+
+    ema: Any
+
+
 def model_variables(state) -> dict:
     """{'params', 'batch_stats'} of a TrainState: what the model needs to run."""
     return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def evaluated_variables(state) -> dict:
+    """{'': the trained variables, 'ema': their moving average (when kept)}: what training
+    evaluates, keyed by the metric prefix infix ('eval_...' and 'eval_ema_...')."""
+    variables = {"": model_variables(state)}
+    if isinstance(state, EmaTrainState):
+        variables["ema"] = state.ema
+    return variables
 
 
 def init_rng(seed: int):
     return jax.random.fold_in(jax.random.key(seed), 0)
 
 
-def create_train_state(seed: int, model, image_shape, tx, mesh) -> TrainState:
-    """Initialises the model and optimizer directly as arrays replicated over the mesh."""
+def create_train_state(
+    seed: int, model, image_shape, tx, mesh, keep_ema: bool = False
+) -> TrainState:
+    """Initialises the model and optimizer directly as arrays replicated over the mesh; with
+    keep_ema, an EmaTrainState whose average starts at the initial variables."""
 
     def init():
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
         variables = model.init(init_rng(seed), dummy, train=False)
-        return TrainState.create(
+        fields = dict(
             apply_fn=model.apply,
             params=variables["params"],
             batch_stats=variables.get("batch_stats", {}),
             tx=tx,
         )
+        if keep_ema:
+            trained = {key: fields[key] for key in ("params", "batch_stats")}
+            return EmaTrainState.create(**fields, ema=ema.initial(trained))
+        return TrainState.create(**fields)
 
     return jax.jit(init, out_shardings=parallel.replicated(mesh))()
 
@@ -108,7 +132,9 @@ def initial_state(config, info, mesh):
     model = create_model(config, info.num_classes, optim.backbone_frozen(unfreeze, 0))
     learning_rate_fn = optim.create_learning_rate_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, learning_rate_fn, unfreeze)
-    state = create_train_state(config.seed, model, info.image_shape, tx, mesh)
+    state = create_train_state(
+        config.seed, model, info.image_shape, tx, mesh, keep_ema=ema.enabled(config)
+    )
     return state, learning_rate_fn, total_steps
 
 
@@ -116,6 +142,13 @@ def check_config(config, info, mesh) -> None:
     """Errors a config can only show against its dataset and devices, before any work."""
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    accum = int(config.get("grad_accum_steps", 1))
+    if accum > 1 and config.batch_size % (accum * mesh.devices.size):
+        raise ValueError(
+            f"config.batch_size={config.batch_size} cannot be cut into config.grad_accum_steps="
+            f"{accum} equal micro-batches on each of the {mesh.devices.size} devices; use a "
+            f"multiple of {accum * mesh.devices.size}."
+        )
     channels = info.image_shape[-1]
     for key in ("mean", "std"):
         if len(config.dataset[key]) not in (1, channels):
@@ -150,16 +183,18 @@ def variable_shapes(model, image_shape) -> dict:
     return {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
 
 
-def restore_variables(workdir: str, model, image_shape, checkpoint=None):
+def restore_variables(workdir: str, model, image_shape, checkpoint=None, weights="raw"):
     """(variables as numpy arrays, step, checkpoint name) of a checkpoint of `workdir`.
 
     `checkpoint` is 'latest', 'best', a step, or None ('best' when one was evaluated, else
-    'latest'); a damaged 'latest' or 'best' falls back to the newest intact step. A checkpoint
-    of another model than `model`, or one whose weights are not finite, is a ValueError.
+    'latest'); a damaged 'latest' or 'best' falls back to the newest intact step. `weights` is
+    'raw' (the trained weights) or 'ema' (their moving average; imgcls.ema.check_weights picks
+    the run's default). A checkpoint of another model than `model`, or one whose weights are
+    not finite, is a ValueError.
     """
     template = variable_shapes(model, image_shape)
     with checkpointing.Checkpointer.of_workdir(workdir) as ckpt:
-        variables, step, name = ckpt.restore_checked_variables(checkpoint, template)
+        variables, step, name = ckpt.restore_checked_variables(checkpoint, template, weights)
     bad = [
         jax.tree_util.keystr(path)
         for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]

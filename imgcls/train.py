@@ -1,9 +1,9 @@
-"""Training: losses and keys, the per-device train step, early stopping, and the loop.
+"""Training: early stopping, reduce-on-plateau, the non-finite guard, and the loop.
 
 Shaped like flax's examples/imagenet/train.py: the run is built by imgcls.state (dataset,
-model, TrainState), evaluated by imgcls.evaluate, and `train_and_evaluate` ties them together.
-The step itself imports and runs without TensorFlow; the loop's metric writers (CLU) and the
-tf.data pipeline bring it in.
+model, TrainState), stepped by imgcls.train_step, evaluated by imgcls.evaluate, and
+`train_and_evaluate` ties them together. The step imports and runs without TensorFlow; the
+loop's metric writers (CLU) and the tf.data pipeline bring it in.
 """
 
 import functools
@@ -11,10 +11,7 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import logging
-from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from imgcls import (
     checkpointing,
@@ -24,126 +21,25 @@ from imgcls import (
     interrupts,
     optim,
     parallel,
+    train_step,
     warm_start,
 )
+from imgcls import ema as ema_lib
 from imgcls import metrics as metrics_lib
 from imgcls import state as state_lib
 from imgcls import workdir as workdir_files
-from imgcls.data import jax_augment
-from imgcls.data.normalize import mean_std, normalize
-from imgcls.losses import soft_cross_entropy
-
-AXIS = parallel.AXIS
-
-
-def dropout_rng(seed: int, step, device_index):
-    """A fresh dropout key per step and device, derived from the seed alone (no RNG state)."""
-    key = jax.random.fold_in(jax.random.key(seed), 1)
-    return jax.random.fold_in(jax.random.fold_in(key, step), device_index)
-
-
-def mixing_rng(seed: int, step, device_index):
-    """The mixup/cutmix key of a step and device (independent of the dropout key)."""
-    key = jax.random.fold_in(jax.random.key(seed), 2)
-    return jax.random.fold_in(jax.random.fold_in(key, step), device_index)
-
-
-def train_step(
-    state,
-    batch,
-    *,
-    seed,
-    mean,
-    std,
-    label_smoothing,
-    metrics_cls,
-    num_classes,
-    mixup=0.0,
-    cutmix=0.0,
-    class_weights=None,
-):
-    """One SGD step on this device's shard; gradients and BatchNorm statistics sync over 'data'.
-
-    mixup/cutmix mix this device's examples (soft targets); class_weights (one per class)
-    weight each example's loss by its target class, for imbalanced datasets.
-    """
-    images = normalize(batch["image"], mean, std)
-    labels = batch["label"]
-    device = lax.axis_index(AXIS)
-    rng = dropout_rng(seed, state.step, device)
-    targets = jax.nn.one_hot(labels, num_classes)
-    if mixup or cutmix:
-        images, targets = jax_augment.mix(
-            images, targets, mixing_rng(seed, state.step, device), mixup, cutmix
-        )
-
-    def loss_fn(params):
-        variables = {"params": params, "batch_stats": state.batch_stats}
-        logits, updates = state.apply_fn(
-            variables, images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
-        )
-        per_example = soft_cross_entropy(logits, targets, label_smoothing)
-        if class_weights is not None:
-            per_example = per_example * (targets @ jnp.asarray(class_weights, jnp.float32))
-        return per_example.mean(), (per_example, logits, updates)
-
-    grads, (per_example, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads = lax.pmean(grads, AXIS)
-    new_state = state.apply_gradients(
-        grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
-    )
-    step_metrics = metrics_cls.gather_from_model_output(
-        axis_name=AXIS, loss=per_example, logits=logits, labels=labels, targets=targets
-    )
-    # A step whose loss, gradients or new variables are not finite changes nothing but the step
-    # count: the variables and the optimizer stay the last good ones and the step's metrics are
-    # empty (the loop decides whether to go on).
-    loss = lax.pmean(per_example.mean(), AXIS)
-    finite = jnp.isfinite(loss) & all_finite((grads, new_state.params, new_state.batch_stats))
-    skipped = state.replace(step=new_state.step)
-    state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, skipped)
-    step_metrics = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), step_metrics)
-    return state, step_metrics, finite
-
-
-def all_finite(tree):
-    """Whether every element of every array of `tree` is finite (one boolean)."""
-    flags = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]
-    return jnp.stack(flags).all() if flags else jnp.array(True)
-
-
-def make_train_step(config, num_classes: int, mesh, class_weights=None):
-    """The data-parallel (jit + shard_map) train step f(state, global batch) -> (state,
-    metrics, finite); the state's buffers are donated."""
-    mean, std = mean_std(config)
-    return parallel.data_parallel(
-        functools.partial(
-            train_step,
-            seed=config.seed,
-            mean=mean,
-            std=std,
-            label_smoothing=config.label_smoothing,
-            metrics_cls=metrics_lib.metrics_collection(num_classes),
-            num_classes=num_classes,
-            mixup=float(config.augment.mixup),
-            cutmix=float(config.augment.cutmix),
-            class_weights=None if class_weights is None else tuple(class_weights),
-        ),
-        mesh,
-        in_specs=(P(), P(AXIS)),
-        out_specs=(P(), P(), P()),
-        donate_argnums=(0,),
-    )
 
 
 def make_steps(config, num_classes: int, mesh, class_weights=None):
-    """The data-parallel train step and eval step (evaluate.make_eval_step) of this config."""
-    p_train = make_train_step(config, num_classes, mesh, class_weights)
+    """The data-parallel train step (imgcls.train_step) and eval step (evaluate.make_eval_step)
+    of this config."""
+    p_train = train_step.make_train_step(config, num_classes, mesh, class_weights)
     return p_train, evaluate.make_eval_step(config, num_classes, mesh)
 
 
 class EarlyStopping:
-    """Stops when the validation accuracy has not improved for `patience` evaluations."""
+    """Stops when the validation accuracy has not improved for `patience` evaluations (with
+    config.ema_decay, the better of the trained and the averaged weights' accuracy)."""
 
     def __init__(self, patience: int):
         self.patience = int(patience)
@@ -239,6 +135,35 @@ def _resumed_pipeline(config, workdir: str):
     return config
 
 
+class _Plateau:
+    """config.optimizer.schedule='plateau': feeds each validation result to the optimizer
+    state's reduce-on-plateau scale (optim.observe_plateau), logging when it falls."""
+
+    def __init__(self, config, mesh):
+        self.config = config
+        self.update = jax.jit(
+            functools.partial(optim.observe_plateau, config),
+            out_shardings=parallel.replicated(mesh),
+        )
+
+    def observe(self, state, eval_metrics):
+        before = optim.plateau_scale(state.opt_state)
+        value = optim.plateau_value(self.config, eval_metrics)
+        new = self.update(optim.plateau_state(state.opt_state), value)
+        state = state.replace(opt_state=optim.with_plateau_state(state.opt_state, new))
+        after = optim.plateau_scale(state.opt_state)
+        if after < before:
+            logging.info(
+                "Validation %s has not improved for %d evaluations: learning rate x%g (now x%g "
+                "the schedule's).",
+                self.config.optimizer.plateau_metric,
+                self.config.optimizer.plateau_patience,
+                after / before,
+                after,
+            )
+        return state
+
+
 def _logged_rows(workdir: str, until_step: int) -> list[dict]:
     """The rows metrics.jsonl holds up to a step (what a resumed run has logged already)."""
     return [r for r in workdir_files.read_metrics(workdir) if r["step"] <= until_step]
@@ -294,7 +219,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     stopper = EarlyStopping(config.early_stopping_patience)
     for row in logged:
         if "eval_accuracy" in row:
-            stopper.update(row["eval_accuracy"])
+            stopper.update(checkpointing.best_score(row))
     p_train, p_eval = make_steps(config, info.num_classes, mesh, data.class_weights(config, info))
     metrics_cls = metrics_lib.metrics_collection(info.num_classes)
     train_iter = data.create_train_iterator(config, info, start_step=start_step, mesh=mesh)
@@ -322,12 +247,26 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     )
 
     def run_eval(state, step):
+        """eval_* of the trained weights and, with config.ema_decay, eval_ema_* of their
+        average (the checkpoint ranks by the better accuracy: the log says which)."""
+        scalars = {}
         with progress.timed("eval"):
-            variables = state_lib.model_variables(state)
-            merged = evaluate.evaluate_batches(p_eval, variables, validation_batches(), mesh)
-            scalars = metrics_lib.to_scalars(merged, "eval")
+            for name, variables in state_lib.evaluated_variables(state).items():
+                merged = evaluate.evaluate_batches(p_eval, variables, validation_batches(), mesh)
+                scalars.update(metrics_lib.to_scalars(merged, f"eval_{name}" if name else "eval"))
         writer.write_scalars(step, scalars)
+        if checkpointing.EMA_METRIC in scalars:
+            logging.info(
+                "Step %d: validation accuracy %.4f (trained weights), %.4f (EMA): ranked by the "
+                "%s weights.",
+                step,
+                scalars[checkpointing.BEST_METRIC],
+                scalars[checkpointing.EMA_METRIC],
+                "EMA" if checkpointing.best_weights(scalars) == "ema" else "trained",
+            )
         return scalars
+
+    plateau = _Plateau(config, mesh) if optim.uses_plateau(config) else None
 
     # The metrics accumulated since the last log line when the checkpoint was saved.
     saved = workdir_files.load_accumulator(workdir, start_step)
@@ -358,12 +297,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 if log_now:
                     scalars = metrics_lib.to_scalars(train_metrics, "train")
                     scalars["learning_rate"] = float(learning_rate_fn(step))
+                    if plateau:
+                        scalars["learning_rate"] *= optim.plateau_scale(state.opt_state)
                     scalars["steps_per_sec"] = (done - last_log[0]) / (time.time() - last_log[1])
                     if guard.skip:
                         scalars["skipped_steps"] = guard.skipped
                     writer.write_scalars(done, scalars)
                     train_metrics, last_log = None, (done, time.time())
                 eval_metrics = run_eval(state, done) if eval_now else None
+                if eval_metrics and plateau:  # before the save: a resume continues from it
+                    state = plateau.observe(state, eval_metrics)
                 if save_now:
                     if jax.process_index() == 0:
                         accumulated = metrics_lib.collection_to_json(train_metrics)
@@ -371,7 +314,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                     ckpt.save(done, state, eval_metrics)
                 if stop:
                     raise interrupts.Preempted(preemption.signum, done, workdir)
-                if eval_metrics and stopper.update(eval_metrics["eval_accuracy"]):
+                if eval_metrics and stopper.update(checkpointing.best_score(eval_metrics)):
                     logging.info(
                         "Early stopping at step %d: no better validation accuracy than %.4f "
                         "for %d evaluations.",
@@ -395,10 +338,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         ckpt.close()
         writer.flush()
     logging.info("Trained %d steps in %.1fs.", last_step - start_step, time.time() - t0)
-    if config.final_report:
-        variables = state_lib.model_variables(state)
+    if config.final_report:  # of the weights --mode=eval uses by default (EMA when kept)
+        weights = ema_lib.default_weights(config)
+        variables = state_lib.evaluated_variables(state)["ema" if weights == "ema" else ""]
         results = evaluate.evaluate_variables(
-            config, workdir, variables, int(state.step), info, mesh, "final"
+            config, workdir, variables, int(state.step), info, mesh, "final", weights=weights
         )
         eval_metrics = {
             **eval_metrics,
@@ -412,15 +356,26 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 def format_result(result: dict, config, workdir: str) -> str:
     """The console summary of train_and_evaluate(config, workdir)'s result."""
     validation = config.dataset.validation_split or config.dataset.validation_fraction
+    averaged = checkpointing.EMA_METRIC in result
     lines = []
     if validation:
         lines.append(f"Final validation accuracy: {result['eval_accuracy']:.4f}")
+        if averaged:
+            lines[-1] += f" (EMA weights: {result[checkpointing.EMA_METRIC]:.4f})"
     if "report_dir" in result:
-        lines.append(f"Final {result['report_split']} accuracy: {result['report_accuracy']:.4f}")
+        weights = " (EMA weights)" if averaged else ""
+        lines.append(
+            f"Final {result['report_split']} accuracy{weights}: {result['report_accuracy']:.4f}"
+        )
         lines.append(f"Report: {os.path.join(result['report_dir'], 'report.md')}")
     elif not validation:
         lines.append(
             f"Final {config.dataset.eval_split} accuracy: {result['eval_accuracy']:.4f}  "
             f"loss: {result['eval_loss']:.4f}  (workdir: {workdir})"
         )
+        if averaged:
+            lines.append(
+                f"EMA weights: accuracy {result[checkpointing.EMA_METRIC]:.4f}  "
+                f"loss: {result['eval_ema_loss']:.4f}"
+            )
     return "\n".join(lines)

@@ -211,7 +211,8 @@ def summary(report: dict) -> str:
 
 
 def warm_start(config, state, workdir: str | None = None):
-    """`state` (freshly initialised) with params and batch_stats from config.init_from.
+    """`state` (freshly initialised) with params and batch_stats (and their moving average,
+    when the state keeps one) from config.init_from.
 
     Returns (state, report). The step and optimizer state stay as they are (fresh); the report
     is logged and, with a workdir, written to W/warm_start.json by process 0.
@@ -229,6 +230,9 @@ def warm_start(config, state, workdir: str | None = None):
         params=_with_values(state.params, loaded, "params"),
         batch_stats=_with_values(state.batch_stats, loaded, "batch_stats"),
     )
+    if hasattr(state, "ema"):  # config.ema_decay: the average starts at the loaded weights too
+        average = {k: _with_values(v, loaded, k) for k, v in state.ema.items()}
+        state = state.replace(ema=average)
     logging.info("%s", summary(report))
     if workdir is not None and jax.process_index() == 0:
         files.write_json(os.path.join(workdir, REPORT_FILE), report)

@@ -17,6 +17,7 @@ CONFIGS = (
     "synthetic_benchmark",
     "folder_cnn",
     "transfer_resnet50_folder",
+    "cifar10_wrn28_10",
 )
 
 
@@ -50,7 +51,19 @@ BAD = [
     ("early_stopping_patience", -1, "config.early_stopping_patience=-1 must be an integer >= 0."),
     ("on_nonfinite", "ignore", "config.on_nonfinite='ignore' must be one of 'stop', 'skip'."),
     ("model.name", "vgg", "Unknown model 'vgg' (config.model.name). Valid models: cnn,"),
-    ("optimizer.name", "lamb", "Unknown optimizer 'lamb' (config.optimizer.name)."),
+    ("optimizer.name", "adagrad", "Unknown optimizer 'adagrad' (config.optimizer.name)."),
+    ("optimizer.schedule", "step", "Unknown schedule 'step' (config.optimizer.schedule)."),
+    ("optimizer.clip_norm", -1.0, "config.optimizer.clip_norm=-1.0 must be >= 0."),
+    ("optimizer.plateau_factor", 1.0, "config.optimizer.plateau_factor=1.0 must be in (0, 1)."),
+    ("optimizer.plateau_metric", "f1", "config.optimizer.plateau_metric='f1' must be one of"),
+    ("optimizer.plateau_patience", 0, "config.optimizer.plateau_patience=0 must be an integer"),
+    ("optimizer.trust_coefficient", 0.0, "config.optimizer.trust_coefficient=0.0 must be > 0."),
+    ("grad_accum_steps", 0, "config.grad_accum_steps=0 must be an integer >= 1."),
+    ("ema_decay", 1.0, "config.ema_decay=1.0 must be in [0, 1)."),
+    ("ema_warmup_power", -1.0, "config.ema_warmup_power=-1.0 must be >= 0."),
+    ("eval_tta", "rotate", "config.eval_tta='rotate' must be one of 'none', 'flip', 'flip_shift'"),
+    ("model.drop_path_rate", 1.0, "config.model.drop_path_rate=1.0 must be in [0, 1)."),
+    ("augment.randaugment_num_ops", 0, "config.augment.randaugment_num_ops=0 must be an integer"),
 ]
 
 

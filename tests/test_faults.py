@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, load_config, run_python
 
-from imgcls import checkpointing, data, evaluate, parallel, predict, train
+from imgcls import checkpointing, data, evaluate, parallel, predict, train, train_step
 from imgcls import state as state_lib
 from imgcls.interrupts import Preempted
 
@@ -190,7 +190,7 @@ def test_sigint_in_process_saves_and_resumes(data_dir, tmp_path, monkeypatch):
 def poison(monkeypatch, bad_steps):
     """Makes the train step report steps `bad_steps` (0-based) as non-finite, and do what it
     does with a NaN loss: leave all but the step count unchanged, and the metrics empty."""
-    real = train.train_step
+    real = train_step.train_step
 
     def poisoned(state, batch, **kwargs):
         new, metrics, finite = real(state, batch, **kwargs)
@@ -200,7 +200,7 @@ def poison(monkeypatch, bad_steps):
         metrics = jax.tree.map(lambda m: jnp.where(bad, jnp.zeros_like(m), m), metrics)
         return new, metrics, finite & ~bad
 
-    monkeypatch.setattr(train, "train_step", poisoned)
+    monkeypatch.setattr(train_step, "train_step", poisoned)
 
 
 def test_divergence_stops_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
@@ -245,7 +245,7 @@ def test_the_step_leaves_the_state_alone_when_the_loss_is_not_finite(data_dir):
     state, _, _ = state_lib.initial_state(config, info, mesh)
     batch = parallel.global_batch(mesh, next(data.create_train_iterator(config, info)))
     config.dataset.std = (0.0,)  # x / 0: every input is infinite or NaN
-    p_bad = train.make_train_step(config, info.num_classes, mesh)
+    p_bad = train_step.make_train_step(config, info.num_classes, mesh)
     before = jax.tree.map(np.asarray, state)
     after, metrics, finite = p_bad(state, batch)
     assert not bool(finite)

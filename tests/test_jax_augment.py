@@ -113,7 +113,7 @@ def test_augment_batch_all_off_is_identity():
 
 @pytest.mark.parametrize("name, value", list(ja.TF_ONLY_AUGMENTATIONS.items()))
 def test_tf_only_augmentations_raise(name, value):
-    on = True if isinstance(value, bool) else 0.1
+    on = {bool: True, str: "randaugment"}.get(type(value), 0.1)
     aug = make_aug(**{name: on})
     with pytest.raises(ValueError, match=rf"config\.augment\.{name}=.*pipeline='tf'"):
         ja.device_supported_check(aug)

@@ -48,6 +48,18 @@ def test_short_digits_run_learns(digits_run):
     assert result["eval_loss"] < 0.5
 
 
+def test_default_digits_results_are_unchanged(digits_run):
+    """The default config trains as it did before the off-by-default training options of issue
+    16 (EMA, TTA, policies, drop-path, clipping, accumulation, plateau, LARS/LAMB) existed: the
+    numbers of this short run at commit c1da36d on the dev machine (bitwise equal there; the
+    tolerance only allows another CPU's rounding)."""
+    _, workdir, result = digits_run
+    train_losses = [r["train_loss"] for r in read_jsonl(workdir) if "train_loss" in r]
+    assert result["eval_accuracy"] == pytest.approx(0.9746478796005249, abs=1e-7)  # 346 / 355
+    assert result["eval_loss"] == pytest.approx(0.12338140606880188, rel=1e-5)
+    assert train_losses[-1] == pytest.approx(0.25954028964042664, rel=1e-5)
+
+
 def test_run_writes_config_metrics_and_tensorboard(digits_run):
     config, workdir, result = digits_run
     with open(os.path.join(workdir, "config.json")) as f:

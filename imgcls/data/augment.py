@@ -8,12 +8,16 @@ are shared with the JAX twin, imgcls.data.jax_augment (which does not import Ten
 
 import math
 
+from imgcls.data import autoaugment
 from imgcls.data._tf import tf
 from imgcls.data.jax_augment import ERASING_AREA_RANGE, ERASING_ASPECT_RANGE, UINT8_LEVELS
 
 UINT8_MAX = 255.0
 MAX_HUE_DELTA = 0.5  # tf.image's hue shift, in turns, is limited to [-0.5, 0.5]
 RGB_ONLY = ("saturation", "hue")  # need 3 channels (HSV)
+# config.augment.policy's key is folded in from the example's key, not split off with the others,
+# so that the keys (and results) of every other augmentation stay what they were without it.
+POLICY_KEY = 6
 
 
 def _check(aug, channels):
@@ -120,7 +124,8 @@ def random_erasing(image, key, probability):
 def augment_image(image, key, aug):
     """Applies config.augment `aug` to uint8 [H, W, C] (C = 1 or 3), keyed by a [2] seed.
 
-    Order: flips, one affine warp, color jitter, random erasing (last, as in Zhong et al.).
+    Order: flips, the augmentation policy (config.augment.policy: RandAugment, TrivialAugment,
+    AutoAugment), one affine warp, color jitter, random erasing (last, as in Zhong et al.).
     Raises ValueError at trace time for out-of-range values or RGB-only jitter on 1 channel.
     """
     _check(aug, image.shape[-1] if image.shape.rank else None)
@@ -132,6 +137,9 @@ def augment_image(image, key, aug):
         image = tf.image.stateless_random_flip_left_right(image, seed=hflip_key)
     if aug.vertical_flip:
         image = tf.image.stateless_random_flip_up_down(image, seed=vflip_key)
+    if aug.get("policy", "none") != "none":
+        policy_key = tf.random.experimental.stateless_fold_in(key, POLICY_KEY)
+        image = autoaugment.apply_policy(image, policy_key, aug)
     affine = aug.rotation > 0 or aug.zoom > 0 or aug.translation > 0
     color = any(getattr(aug, n) > 0 for n in ("brightness", "contrast", "saturation", "hue"))
     if affine or color:

@@ -29,6 +29,7 @@ TF_ONLY_AUGMENTATIONS = {
     "contrast": 0.0,
     "saturation": 0.0,
     "hue": 0.0,
+    "policy": "none",
 }
 
 
@@ -95,7 +96,7 @@ def random_erasing(images, key, probability):
 
 def tf_only_augmentations(aug) -> list[str]:
     """The augmentations config.augment `aug` turns on that only the tf.data pipeline has."""
-    return [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name) != off]
+    return [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name, off) != off]
 
 
 def device_supported_check(aug):

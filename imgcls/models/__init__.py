@@ -35,6 +35,14 @@ from imgcls.models.resnet_v1 import (
     ResNet152V1,
     ResNetV1,
 )
+from imgcls.models.wide_resnet import (
+    WRN16_8,
+    WRN28_10,
+    PreActBlock,
+    PreActResNet,
+    PreActResNet18,
+    WideResNet,
+)
 
 __all__ = [
     "MODELS",
@@ -53,6 +61,12 @@ __all__ = [
     "ResNet50V1",
     "ResNet101V1",
     "ResNet152V1",
+    "PreActBlock",
+    "PreActResNet",
+    "PreActResNet18",
+    "WideResNet",
+    "WRN16_8",
+    "WRN28_10",
     "count_params",
     "create_model",
     "model_fields",
@@ -70,6 +84,10 @@ MODELS = {
     "resnet50_v1": ResNet50V1,
     "resnet101_v1": ResNet101V1,
     "resnet152_v1": ResNet152V1,
+    # CIFAR research nets (pre-activation): WRN-28-10, WRN-16-8, PreAct ResNet-18.
+    "wrn28_10": WRN28_10,
+    "wrn16_8": WRN16_8,
+    "preact_resnet18": PreActResNet18,
 }
 
 # Module fields that are not hyperparameters.

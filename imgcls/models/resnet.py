@@ -6,7 +6,8 @@ over, with three changes this codebase needs: BatchNorm statistics are averaged 
 32x32 inputs (CIFAR-style: no 7x7 stride-2 conv, no max-pool), and the conventions shared with
 every model here (float32 logits, `intermediates/features` sown for Grad-CAM, classifier named
 `head` for transfer learning). Parameter counts equal torchvision's (resnet18 11,689,512;
-resnet50 25,557,032 at 1000 classes).
+resnet50 25,557,032 at 1000 classes). `drop_path_rate` > 0 adds stochastic depth
+(imgcls.models.drop_path) to the residual branches.
 """
 
 import functools
@@ -16,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models.drop_path import block_rates, drop_path
 from imgcls.models.pooling import max_pool
 
 ModuleDef = Any
@@ -42,6 +44,14 @@ def batch_norm(module, train: bool):
     )
 
 
+def check_stem(stem: str) -> None:
+    """ValueError naming config.model.stem unless it is one of STEMS."""
+    if stem not in STEMS:
+        raise ValueError(
+            f"Unknown ResNet stem {stem!r} (config.model.stem). Valid stems: {', '.join(STEMS)}."
+        )
+
+
 def pooled_logits(module, x):
     """The shared ResNet top: Grad-CAM hook, global average pool, classifier `head`.
 
@@ -57,6 +67,23 @@ def pooled_logits(module, x):
     return jnp.asarray(x, jnp.float32)
 
 
+def residual_stages(module, x, block_cls, conv, norm, train: bool):
+    """The stages of a ResNet `module` (its stage_sizes, num_filters, drop_path_rate): stage i
+    has num_filters * 2^i filters and strides 2 in its first block (after the first stage)."""
+    rates = iter(block_rates(module.drop_path_rate, sum(module.stage_sizes)))
+    for i, block_size in enumerate(module.stage_sizes):
+        for j in range(block_size):
+            x = block_cls(
+                module.num_filters * 2**i,
+                strides=(2, 2) if i > 0 and j == 0 else (1, 1),
+                conv=conv,
+                norm=norm,
+                act=nn.relu,
+                drop_path_rate=next(rates),
+            )(x, train)
+    return x
+
+
 class ResNetBlock(nn.Module):
     """Basic block: two 3x3 convs; the last BatchNorm starts at zero scale (identity residual)."""
 
@@ -65,15 +92,17 @@ class ResNetBlock(nn.Module):
     norm: ModuleDef
     act: Callable
     strides: tuple[int, int] = (1, 1)
+    drop_path_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         residual = x
         y = self.conv(self.filters, (3, 3), self.strides)(x)
         y = self.norm()(y)
         y = self.act(y)
         y = self.conv(self.filters, (3, 3))(y)
         y = self.norm(scale_init=nn.initializers.zeros)(y)
+        y = drop_path(y, self.drop_path_rate, train)
         if residual.shape != y.shape:
             residual = self.conv(self.filters, (1, 1), self.strides, name="conv_proj")(residual)
             residual = self.norm(name="norm_proj")(residual)
@@ -88,9 +117,10 @@ class BottleneckResNetBlock(nn.Module):
     norm: ModuleDef
     act: Callable
     strides: tuple[int, int] = (1, 1)
+    drop_path_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         residual = x
         y = self.conv(self.filters, (1, 1))(x)
         y = self.norm()(y)
@@ -100,6 +130,7 @@ class BottleneckResNetBlock(nn.Module):
         y = self.act(y)
         y = self.conv(self.filters * 4, (1, 1))(y)
         y = self.norm(scale_init=nn.initializers.zeros)(y)
+        y = drop_path(y, self.drop_path_rate, train)
         if residual.shape != y.shape:
             residual = self.conv(self.filters * 4, (1, 1), self.strides, name="conv_proj")(residual)
             residual = self.norm(name="norm_proj")(residual)
@@ -121,14 +152,12 @@ class ResNet(nn.Module):
     # True: every BatchNorm normalizes with its running averages even when train=True, so the
     # backbone's statistics never update (fine-tuning a pretrained backbone); `head` unaffected.
     frozen_backbone: bool = False
+    # Stochastic depth: the last block's residual branch is dropped with this probability (in
+    # training), earlier blocks' linearly less; 0: off.
+    drop_path_rate: float = 0.0
 
     def __post_init__(self):
-        # Fail when the model is built from the config, not deep inside the first init.
-        if self.stem not in STEMS:
-            raise ValueError(
-                f"Unknown ResNet stem {self.stem!r} (config.model.stem). "
-                f"Valid stems: {', '.join(STEMS)}."
-            )
+        check_stem(self.stem)  # when the model is built from the config, not in the first init
         super().__post_init__()
 
     @nn.compact
@@ -149,12 +178,7 @@ class ResNet(nn.Module):
             x = conv(self.num_filters, (3, 3), padding="SAME", name="conv_init")(x)
             x = norm(name="bn_init")(x)
             x = nn.relu(x)
-        for i, block_size in enumerate(self.stage_sizes):
-            for j in range(block_size):
-                strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-                x = self.block_cls(
-                    self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=nn.relu
-                )(x)
+        x = residual_stages(self, x, self.block_cls, conv, norm, train)
         return pooled_logits(self, x)
 
 

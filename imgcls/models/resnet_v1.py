@@ -19,8 +19,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models.drop_path import drop_path
 from imgcls.models.pooling import max_pool
-from imgcls.models.resnet import batch_norm, conv_kernel_init, pooled_logits
+from imgcls.models.resnet import batch_norm, conv_kernel_init, pooled_logits, residual_stages
 
 ModuleDef = Any
 
@@ -33,9 +34,10 @@ class BottleneckResNetV1Block(nn.Module):
     norm: ModuleDef
     act: Callable
     strides: tuple[int, int] = (1, 1)
+    drop_path_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
         residual = x
         y = self.conv(self.filters, (1, 1), self.strides, padding="VALID")(x)
         y = self.norm()(y)
@@ -45,6 +47,7 @@ class BottleneckResNetV1Block(nn.Module):
         y = self.act(y)
         y = self.conv(self.filters * 4, (1, 1), padding="VALID")(y)
         y = self.norm()(y)
+        y = drop_path(y, self.drop_path_rate, train)
         if residual.shape != y.shape:
             residual = self.conv(
                 self.filters * 4, (1, 1), self.strides, padding="VALID", name="conv_proj"
@@ -66,6 +69,8 @@ class ResNetV1(nn.Module):
     # True: every BatchNorm normalizes with its running averages even when train=True, so the
     # backbone's statistics never update (fine-tuning a pretrained backbone); `head` unaffected.
     frozen_backbone: bool = False
+    # Stochastic depth (imgcls.models.drop_path): the last block's rate; 0: off.
+    drop_path_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -81,12 +86,7 @@ class ResNetV1(nn.Module):
         # Keras: ZeroPadding2D(1) + 3x3/2 VALID max-pool. Padding with -inf (as here) or with 0
         # gives the same maximum: the input is >= 0 after the relu and every window holds a pixel.
         x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for i, block_size in enumerate(self.stage_sizes):
-            for j in range(block_size):
-                strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-                x = BottleneckResNetV1Block(
-                    self.num_filters * 2**i, strides=strides, conv=conv, norm=norm, act=nn.relu
-                )(x)
+        x = residual_stages(self, x, BottleneckResNetV1Block, conv, norm, train)
         return pooled_logits(self, x)
 
 
