@@ -64,7 +64,7 @@ def run_imgcls(case, steps):
     import ml_collections
 
     from configs import default
-    from imgcls import models, optim, parallel, state, train
+    from imgcls import models, optim, parallel, state, train_step
 
     shape, batch, classes, _ = CASES[case]
     config = default.get_config()
@@ -78,7 +78,7 @@ def run_imgcls(case, steps):
     model = models.create_model(config.model, classes)
     tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 100, 10_000))
     holder = {"state": state.create_train_state(0, model, shape, tx, mesh)}
-    p_train = train.make_train_step(config, classes, mesh)
+    p_train = train_step.make_train_step(config, classes, mesh)
     images, labels = _batch(case, "uint8")
     global_batch = parallel.global_batch(mesh, {"image": images, "label": labels})
 

@@ -172,6 +172,7 @@ def test_policy_settings_are_checked():
 def test_inspect_shows_the_policy_in_augmentations_png():
     """--mode=inspect's augmented copies go through the training preprocessing, policy included."""
     config, image = load_config(), noise((8, 8, 1))
+    config.dataset.pipeline = "tf"  # where the policy runs; both copies from the same pipeline
     info = SimpleNamespace(image_shape=(8, 8, 1))
     plain = inspection.augmented_copies(config, info, image, 3)
     config.augment.policy = "randaugment"

@@ -288,12 +288,15 @@ def damaged_copy(workdir, tmp_path, how):
             with open(path, "r+b") as f:
                 f.seek(size // 4)
                 f.write(rng.bytes(min(4096, size // 2)))
+    elif how == "swapped":  # step 20's valid files under step 30: Orbax restores them happily
+        shutil.rmtree(step_dir)
+        shutil.copytree(os.path.join(copy, "checkpoints", "20", "default"), step_dir)
     elif how == "empty_metadata":
         open(os.path.join(step_dir, "_METADATA"), "w").close()
     return copy
 
 
-@pytest.mark.parametrize("how", ["truncated", "empty_metadata"])
+@pytest.mark.parametrize("how", ["truncated", "overwritten", "empty_metadata"])
 def test_a_damaged_newest_checkpoint_falls_back_to_an_intact_one(checkpointed, tmp_path, how):
     _, workdir, _, _ = checkpointed
     copy = damaged_copy(workdir, tmp_path, how)
@@ -306,11 +309,12 @@ def test_a_damaged_newest_checkpoint_falls_back_to_an_intact_one(checkpointed, t
 
 
 def test_resume_past_a_damaged_checkpoint_is_exact(checkpointed, tmp_path):
-    """Random bytes in the middle of the data files: Orbax restores step 30 without an error
-    (with NaN in the optimizer state); the checksums catch it and training resumes from 20."""
+    """Step 30's files replaced by another step's valid ones (as random bytes that land in
+    uncompressed data do): Orbax restores them without an error; the checksums catch it and
+    training resumes from 20."""
     config, workdir, longer, reference = checkpointed
-    copy = damaged_copy(workdir, tmp_path, "overwritten")
-    with pytest.raises(checkpointing.CorruptCheckpoint, match=r"step 30 .*array \['opt_state'\]"):
+    copy = damaged_copy(workdir, tmp_path, "swapped")
+    with pytest.raises(checkpointing.CorruptCheckpoint, match=r"step 30 .*array \['.*crc32"):
         final_state(longer, copy, step=30)
     train.train_and_evaluate(longer, copy)  # resumes from 20, not from the damaged 30
     assert os.path.isdir(os.path.join(copy, "corrupt_checkpoints", "30"))  # kept, set aside

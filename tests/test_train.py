@@ -32,6 +32,7 @@ def digits_run(tmp_path_factory, data_dir):
     """A short training of the default cnn on digits, shared by the tests below."""
     config = load_config()
     config.dataset.data_dir = data_dir
+    config.dataset.pipeline = "tf"  # the pipeline of the recorded numbers below ('auto' came later)
     config.num_epochs = 8
     config.eval_every_epochs = 4
     config.log_every_steps = 10
