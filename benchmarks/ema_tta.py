@@ -11,7 +11,6 @@ accuracies (mean over seeds, and each seed's).
 """
 
 import argparse
-import ast
 import os
 import sys
 import tempfile
@@ -23,26 +22,13 @@ from imgcls import config_files, evaluate, train, tta  # noqa: E402
 WEIGHTS = ("raw", "ema")
 
 
-def _set(config, assignment: str) -> None:
-    key, _, text = assignment.partition("=")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
-    *parents, name = key.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    node[name] = value
-
-
 def run(config_path, seeds, ema_decay, warmup_power, assignments, root) -> dict:
     """{(weights, tta): [accuracy per seed]} of the final checkpoints."""
     accuracies = {(w, m): [] for w in WEIGHTS for m in tta.MODES}
     for seed in seeds:
         config = config_files.load(config_path)
         for assignment in assignments:
-            _set(config, assignment)
+            config_files.set_value(config, assignment)
         config.seed = seed
         config.ema_decay = ema_decay
         config.ema_warmup_power = warmup_power

@@ -34,6 +34,7 @@ CASES = {
     "resnet18": (dict(name="resnet18", stem="small"), (32, 32, 3), 10, 64, 512),
     "resnet50": (dict(name="resnet50"), (224, 224, 3), 1000, 16, 256),
     "wrn28_10": (dict(name="wrn28_10"), (32, 32, 3), 10, 16, 512),
+    "airbench94": (dict(name="airbench94"), (32, 32, 3), 10, 1024, 1024),
 }
 DEFAULT_CASES = ["cnn", "resnet18", "resnet50"]  # wrn28_10 (36.5M, CIFAR): --cases wrn28_10
 

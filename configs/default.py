@@ -67,6 +67,7 @@ def get_config():
     config.augment.random_resized_crop = False
     config.augment.area_range = (0.08, 1.0)  # ... fraction of the image area it keeps
     config.augment.random_crop_padding = 1  # pad by this many pixels, then crop back (0: off)
+    config.augment.crop_padding_mode = "constant"  # zeros, or 'reflect' (the border mirrored)
     config.augment.horizontal_flip = False
     config.augment.vertical_flip = False
     config.augment.rotation = 0.0  # max degrees, uniform in [-rotation, rotation]
@@ -76,6 +77,10 @@ def get_config():
     config.augment.contrast = 0.0  # factor uniform in [1 - contrast, 1 + contrast]
     config.augment.saturation = 0.0  # factor uniform in [1 - saturation, 1 + saturation]
     config.augment.hue = 0.0  # max hue shift, in [0, 0.5] turns
+    # Device pipeline only (airbench): every image mirrored in alternate epochs (a fixed random
+    # half in even ones) instead of at random; cutout of a square of this size, mean-filled.
+    config.augment.alternating_flip = False
+    config.augment.cutout = 0
     config.augment.erasing = 0.0  # probability of erasing a random rectangle (random values)
     config.augment.mixup = 0.0  # Beta(alpha, alpha) of mixup on device; 0: off
     config.augment.cutmix = 0.0  # Beta(alpha, alpha) of cutmix; with mixup, one per batch
@@ -111,14 +116,34 @@ def get_config():
     # constant, multiplied by plateau_factor whenever the validation plateau_metric ('loss' or
     # 'accuracy') has not improved by a relative plateau_threshold for plateau_patience
     # evaluations, down to plateau_min_lr (optax.contrib.reduce_on_plateau).
+    # 'linear' (the CIFAR-10 speed runs): linear warmup from warmup_start_scale x the peak,
+    # then linear to end_scale x the peak at the last step.
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_epochs = 1.0
+    config.optimizer.warmup_start_scale = 0.0  # schedule='linear'
+    config.optimizer.end_scale = 0.0  # schedule='linear'
+    # sgd: learning_rate and weight_decay in airbench's decoupled units (per 1024 examples of a
+    # summed loss, independent of momentum: optim.decoupled_sgd converts them); weight decay
+    # then applies to every parameter, as there.
+    config.optimizer.decoupled = False
+    config.optimizer.bias_lr_scale = 1.0  # sgd: BatchNorm biases' learning rate x this
+    # Models with a whitening layer (airbench): train its bias for this many epochs (< 0: all).
+    config.optimizer.whiten_bias_epochs = -1.0
     config.optimizer.plateau_metric = "loss"
     config.optimizer.plateau_patience = 3
     config.optimizer.plateau_factor = 0.1
     config.optimizer.plateau_threshold = 1e-4
     config.optimizer.plateau_min_lr = 0.0
     config.label_smoothing = 0.0
+    # Lookahead (airbench): every lookahead_every steps the weights and BatchNorm statistics
+    # become slow = d x slow + (1 - d) x weights, d = lookahead_decay^every x (step/total)^
+    # lookahead_power; the last step sets the weights to slow. 0: off.
+    config.lookahead_every = 0
+    config.lookahead_decay = 0.95
+    config.lookahead_power = 3.0
+    # Models with a data-dependent initialisation (airbench's whitening): from the first this
+    # many training images (eval preprocessing), when a run starts fresh.
+    config.data_init_images = 5000
 
     # Transfer learning (imgcls/warm_start.py; README "Transfer learning").
     # Initial weights when the run starts fresh (a workdir with a checkpoint resumes instead):

@@ -120,6 +120,10 @@ RULES = {
     "ema_decay": OPEN_FRACTION,
     "ema_warmup_power": NON_NEGATIVE,
     "eval_tta": one_of(tta.MODES),
+    "lookahead_every": at_least(0, integer=True),
+    "lookahead_decay": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
+    "lookahead_power": NON_NEGATIVE,
+    "data_init_images": POSITIVE_COUNT,
     "model.name": named("model", tuple(models.MODELS)),
     "model.dropout_rate": OPEN_FRACTION,
     "model.drop_path_rate": OPEN_FRACTION,
@@ -140,6 +144,9 @@ RULES = {
     "optimizer.plateau_factor": (lambda v: _number(v) and 0 < v < 1, "must be in (0, 1)"),
     "optimizer.plateau_threshold": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
     "optimizer.plateau_min_lr": NON_NEGATIVE,
+    "optimizer.warmup_start_scale": NON_NEGATIVE,
+    "optimizer.end_scale": NON_NEGATIVE,
+    "optimizer.bias_lr_scale": above(0),
     "dataset.image_size": or_auto(at_least(0, integer=True)),
     "dataset.channels": or_auto(one_of((1, 3))),
     "dataset.mean": or_auto((_numbers(_number), "must be a list of numbers, one per channel")),
@@ -163,6 +170,8 @@ RULES = {
     "dataset.num_eval_examples": POSITIVE_COUNT,
     "augment.area_range": (_area_range, "must be 2 numbers with 0 < low <= high <= 1"),
     "augment.random_crop_padding": at_least(0, integer=True),
+    "augment.crop_padding_mode": one_of(("constant", "reflect")),
+    "augment.cutout": at_least(0, integer=True),
     "augment.rotation": within(0, 180),
     "augment.zoom": OPEN_FRACTION,
     "augment.translation": OPEN_FRACTION,
@@ -205,6 +214,33 @@ def problems(config) -> list[str]:
     if present and not (_number(epochs) and epochs > 0) and not (_int(steps) and steps > 0):
         found.append(
             f"config.num_epochs={epochs!r} must be > 0 (or set config.num_train_steps > 0)."
+        )
+    return found + _conflicts(config)
+
+
+def _conflicts(config) -> list[str]:
+    """Values valid alone that contradict each other."""
+    found = []
+    _, lookahead = _get(config, "lookahead_every")
+    _, ema_decay = _get(config, "ema_decay")
+    if _int(lookahead) and lookahead > 0 and _number(ema_decay) and ema_decay > 0:
+        found.append(
+            "config.lookahead_every and config.ema_decay are both on: use one (lookahead "
+            "already ends on an average of the weights)."
+        )
+    _, alternating = _get(config, "augment.alternating_flip")
+    _, flip = _get(config, "augment.horizontal_flip")
+    if alternating and flip:
+        found.append(
+            "config.augment.alternating_flip and horizontal_flip are both on: use one "
+            "(alternating_flip=True, horizontal_flip=False for airbench's flip)."
+        )
+    _, decoupled = _get(config, "optimizer.decoupled")
+    _, lr = _get(config, "optimizer.learning_rate")
+    if decoupled and _number(lr) and lr <= 0:
+        found.append(
+            f"config.optimizer.learning_rate={lr!r} must be > 0 with optimizer.decoupled "
+            "(the weight decay is given relative to it)."
         )
     return found
 

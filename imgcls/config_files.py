@@ -5,6 +5,7 @@ A config file is a Python file with a `get_config()` that returns an ml_collecti
 taken as given, else relative to the repository.
 """
 
+import ast
 import importlib.util
 import os
 import sys
@@ -39,3 +40,18 @@ def load(name: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"{file} has no get_config() (a config file returns its ConfigDict).")
     return module.get_config()
+
+
+def set_value(config, assignment: str) -> None:
+    """Applies 'a.b=value' to config (the value as a Python literal, else as text), as a
+    --config.a.b=value flag would."""
+    key, _, text = assignment.partition("=")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    *parents, name = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[name] = value

@@ -7,27 +7,44 @@ has one structure for the whole run (checkpoints and resume do not care whether 
 frozen yet); the backbone's learning rate is 0 until `unfreeze_step` and then
 `config.backbone_learning_rate_scale` x the schedule's.
 
+Recipes that treat parameters differently (the CIFAR-10 speed runs: `config.optimizer.decoupled`,
+`bias_lr_scale`, `whiten_bias_epochs`, a model's frozen parameters) get their groups from
+`sgd_groups`; every other config builds exactly the optimizer it always did.
+
 Two wrappers act on the whole update, outside the groups: gradient clipping by global norm
 (`config.optimizer.clip_norm`, first) and, with `config.optimizer.schedule='plateau'`, the
 reduce-on-plateau scale (last), whose state the training loop advances after each validation
 (`observe_plateau`). Off, neither exists, and the optimizer state is what it always was.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
 from optax.contrib import reduce_on_plateau
 
+from imgcls import models
+from imgcls.models.airbench import WHITEN_NAME
+
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
-SCHEDULES = ("cosine", "constant", "plateau")
+SCHEDULES = ("cosine", "constant", "plateau", "linear")
+KILO = 1024  # the examples per step that airbench's decoupled hyperparameters refer to
 PLATEAU_METRICS = ("loss", "accuracy")  # of the validation split, for schedule='plateau'
 
 
 def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps: int):
     """Linear warmup from 0 to the peak rate, then cosine decay to 0 (or constant)."""
     opt = config.optimizer
-    peak = opt.learning_rate
+    peak = peak_learning_rate(config)
     warmup_steps = min(int(opt.warmup_epochs * steps_per_epoch), num_train_steps)
+    if opt.schedule == "linear":
+        start, end = opt.warmup_start_scale * peak, opt.end_scale * peak
+        decay = optax.linear_schedule(peak, end, max(1, num_train_steps - warmup_steps))
+        if warmup_steps == 0:
+            return decay
+        warmup = optax.linear_schedule(start, peak, warmup_steps)
+        return optax.join_schedules([warmup, decay], [warmup_steps])
     if opt.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
             init_value=0.0,
@@ -49,19 +66,55 @@ def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps:
     )
 
 
+def decoupled_sgd(learning_rate: float, weight_decay: float, momentum: float, batch_size: int):
+    """(learning rate, weight-decay coefficient) of SGD on the batch's mean loss equal to
+    airbench's decoupled hyperparameters.
+
+    There, `learning_rate` and `weight_decay` are per 1024 examples of a summed loss, and the
+    step size is divided by 1 + 1 / (1 - momentum), the gain of (Nesterov) momentum on a
+    constant gradient, so that each can be tuned alone: PyTorch's lr = learning_rate / s and
+    weight decay = weight_decay x batch_size / s with s = 1024 (1 + 1 / (1 - momentum)), the
+    decay given as weight_decay / lr to the optimizer. On the mean loss (the gradient 1 /
+    batch_size of the sum's) that is lr x batch_size, and the coefficient added to the
+    gradient before momentum becomes weight_decay / learning_rate: per step, the weights
+    shrink by their product, weight_decay x batch_size / s, whatever the learning rate.
+    """
+    kilostep = KILO * (1 + 1 / (1 - momentum))
+    return learning_rate * batch_size / kilostep, weight_decay / learning_rate
+
+
+def peak_learning_rate(config) -> float:
+    """The schedule's peak, per step (config.optimizer.decoupled converted)."""
+    opt = config.optimizer
+    if opt.get("decoupled", False):
+        return decoupled_sgd(opt.learning_rate, opt.weight_decay, opt.momentum, config.batch_size)[
+            0
+        ]
+    return opt.learning_rate
+
+
 def _decay_mask(params):
     """Weight decay applies to kernels only, not to biases or BatchNorm scales/offsets."""
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def create_optimizer(
-    config, learning_rate_fn, unfreeze_step: int | None = None
+    config, learning_rate_fn, unfreeze_step: int | None = None, steps_per_epoch: int = 0
 ) -> optax.GradientTransformation:
     """SGD with (Nesterov) momentum and coupled weight decay, or AdamW (decoupled).
 
     With `unfreeze_step` (see `unfreeze_step()`; None: one group, as without freezing) the head
-    follows `learning_rate_fn` and the backbone `backbone_schedule(...)`.
+    follows `learning_rate_fn` and the backbone `backbone_schedule(...)`. Configs with
+    parameter groups (`uses_groups`) get `grouped_sgd`; whiten_bias_epochs counts epochs of
+    `steps_per_epoch` steps.
     """
+    if uses_groups(config):
+        if unfreeze_step is not None:
+            raise ValueError(
+                "config.freeze_backbone cannot be combined with config.optimizer.decoupled, "
+                "bias_lr_scale, whiten_bias_epochs or a model with frozen parameters."
+            )
+        return _with_wrappers(config, grouped_sgd(config, learning_rate_fn, steps_per_epoch))
     if unfreeze_step is None:
         return _with_wrappers(config, _base_optimizer(config, learning_rate_fn))
     backbone_lr = backbone_schedule(
@@ -120,6 +173,82 @@ def _base_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
     raise ValueError(
         f"Unknown optimizer '{opt.name}' (config.optimizer.name). "
         f"Valid optimizers: {', '.join(OPTIMIZERS)}."
+    )
+
+
+FROZEN, NORM_BIAS, WHITEN_BIAS, OTHER = "frozen", "norm_bias", "whiten_bias", "other"
+
+
+def uses_groups(config) -> bool:
+    opt = config.optimizer
+    return bool(
+        opt.get("decoupled", False)
+        or opt.get("bias_lr_scale", 1.0) != 1.0
+        or opt.get("whiten_bias_epochs", -1.0) >= 0
+        or models.frozen_params(config.model.name)
+    )
+
+
+def _key_names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(key, "key", key)) for key in path)
+
+
+def sgd_groups(config, params):
+    """The group of every parameter: 'frozen' (the model's FROZEN paths), 'whiten_bias' (a
+    whitening layer's bias, with whiten_bias_epochs >= 0), 'norm_bias' (BatchNorm biases) or
+    'other'."""
+    frozen = set(models.frozen_params(config.model.name))
+    whiten_bias = config.optimizer.get("whiten_bias_epochs", -1.0) >= 0
+
+    def group(path, _):
+        names = _key_names(path)
+        if names in frozen:
+            return FROZEN
+        if whiten_bias and names == (WHITEN_NAME, "bias"):
+            return WHITEN_BIAS
+        if names[-1] == "bias" and any("norm" in n.lower() for n in names[:-1]):
+            return NORM_BIAS
+        return OTHER
+
+    return jax.tree_util.tree_map_with_path(group, params)
+
+
+def grouped_sgd(config, learning_rate_fn, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD (Nesterov) over `sgd_groups`: frozen parameters never change; BatchNorm biases
+    learn bias_lr_scale x faster with the same per-step decay; the whitening bias stops after
+    whiten_bias_epochs. With config.optimizer.decoupled, learning_rate_fn is already per step
+    (peak_learning_rate) and weight decay applies to every parameter, as in airbench;
+    otherwise weight decay is coupled and on kernels only, as `_base_optimizer`'s."""
+    opt = config.optimizer
+    if opt.name != "sgd":
+        raise ValueError(
+            f"config.optimizer.name={opt.name!r}: decoupled, bias_lr_scale, whiten_bias_epochs "
+            "and models with frozen parameters (airbench) need 'sgd'."
+        )
+    scale = float(opt.get("bias_lr_scale", 1.0))
+    if opt.get("decoupled", False):
+        decay = decoupled_sgd(opt.learning_rate, opt.weight_decay, opt.momentum, 1)[1]
+        mask = None
+    else:
+        decay, mask = opt.weight_decay, _decay_mask
+
+    def sgd(lr_fn, coefficient):
+        return optax.chain(
+            optax.add_decayed_weights(coefficient, mask=mask),
+            optax.sgd(lr_fn, momentum=opt.momentum or None, nesterov=opt.nesterov),
+        )
+
+    whiten_steps = int(round(opt.get("whiten_bias_epochs", -1.0) * steps_per_epoch))
+    return optax.multi_transform(
+        {
+            FROZEN: optax.set_to_zero(),
+            NORM_BIAS: sgd(lambda count: scale * learning_rate_fn(count), decay / scale),
+            WHITEN_BIAS: sgd(
+                lambda count: jnp.where(count < whiten_steps, learning_rate_fn(count), 0.0), decay
+            ),
+            OTHER: sgd(learning_rate_fn, decay),
+        },
+        functools.partial(sgd_groups, config),
     )
 
 

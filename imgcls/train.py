@@ -30,10 +30,10 @@ from imgcls import state as state_lib
 from imgcls import workdir as workdir_files
 
 
-def make_steps(config, num_classes: int, mesh, class_weights=None):
+def make_steps(config, num_classes: int, mesh, class_weights=None, total_steps: int = 0):
     """The data-parallel train step (imgcls.train_step) and eval step (evaluate.make_eval_step)
     of this config."""
-    p_train = train_step.make_train_step(config, num_classes, mesh, class_weights)
+    p_train = train_step.make_train_step(config, num_classes, mesh, class_weights, total_steps)
     return p_train, evaluate.make_eval_step(config, num_classes, mesh)
 
 
@@ -193,11 +193,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
     steps_per_epoch = data.steps_per_epoch(config, info)
     eval_every = max(1, int(config.eval_every_epochs * steps_per_epoch))
-    state, learning_rate_fn, total_steps = state_lib.initial_state(config, info, mesh)
-
     ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, checkpointing.DIRECTORY), keep=config.keep_checkpoints
     )
+    fresh = ckpt.latest_step() is None and not config.init_from
+    param_values = state_lib.data_init_values(config, info) if fresh else None
+    state, learning_rate_fn, total_steps = state_lib.initial_state(config, info, mesh, param_values)
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         logging.info("Resumed from checkpoint at step %d.", int(state.step))
@@ -220,7 +221,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     for row in logged:
         if "eval_accuracy" in row:
             stopper.update(checkpointing.best_score(row))
-    p_train, p_eval = make_steps(config, info.num_classes, mesh, data.class_weights(config, info))
+    p_train, p_eval = make_steps(
+        config, info.num_classes, mesh, data.class_weights(config, info), total_steps
+    )
     metrics_cls = metrics_lib.metrics_collection(info.num_classes)
     train_iter = data.create_train_iterator(config, info, start_step=start_step, mesh=mesh)
     validation_batches = data.eval_batches(config, info, data.validation_split(config))

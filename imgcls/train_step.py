@@ -2,8 +2,9 @@
 
 Written pmap-style: each device sees its shard of the global batch and reduces gradients and
 BatchNorm statistics over the 'data' mesh axis. Options of the config that live inside the
-step: mixup/cutmix, class weights, gradient accumulation (config.grad_accum_steps) and the
-moving average of the weights (config.ema_decay, imgcls.ema). Each is a Python value read
+step: mixup/cutmix, class weights, gradient accumulation (config.grad_accum_steps), the
+moving average of the weights (config.ema_decay, imgcls.ema) and lookahead
+(config.lookahead_every). Each is a Python value read
 when the step is traced; off, it adds nothing to the computation, so configs that do not use
 it train exactly as before it existed. Imports and runs without TensorFlow.
 """
@@ -53,6 +54,10 @@ def train_step(
     unroll_accumulation=False,
     ema_decay=0.0,
     ema_warmup_power=0.0,
+    lookahead_every=0,
+    lookahead_decay=0.95,
+    lookahead_power=3.0,
+    total_steps=0,
 ):
     """One SGD step on this device's shard; gradients and BatchNorm statistics sync over 'data'.
 
@@ -60,7 +65,7 @@ def train_step(
     weight each example's loss by its target class, for imbalanced datasets. With
     grad_accum_steps = k > 1 the shard is cut into k micro-batches whose gradients are averaged
     (see `accumulate`; unroll_accumulation: `accumulate`'s `unroll`); with ema_decay > 0 the
-    state's `ema` follows the new weights.
+    state's `ema` follows the new weights; with lookahead_every > 0, `lookahead`.
     """
     images = normalize(batch["image"], mean, std)
     labels = batch["label"]
@@ -104,6 +109,10 @@ def train_step(
         decay = ema.decay_at(state.step, ema_decay, ema_warmup_power)
         trained = {"params": new_state.params, "batch_stats": new_state.batch_stats}
         new_state = new_state.replace(ema=ema.update(state.ema, trained, decay))
+    if lookahead_every > 0:
+        new_state = lookahead(
+            new_state, lookahead_every, lookahead_decay, lookahead_power, total_steps
+        )
     step_metrics = metrics_cls.gather_from_model_output(
         axis_name=AXIS, loss=per_example, logits=logits, labels=labels, targets=targets
     )
@@ -116,6 +125,31 @@ def train_step(
     state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, skipped)
     step_metrics = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), step_metrics)
     return state, step_metrics, finite
+
+
+def lookahead_decay_at(done, every: int, decay: float, power: float, total_steps: int):
+    """The slow weights' decay at the sync after step `done` (1-based): airbench's
+    decay^every x (done / total_steps)^power, so that early syncs mostly follow the weights
+    and late ones average over more and more of the run."""
+    progress = jnp.asarray(done, jnp.float32) / total_steps
+    return jnp.asarray(decay**every, jnp.float32) * progress**power
+
+
+def lookahead(state, every: int, decay: float, power: float, total_steps: int):
+    """After each step: every `every` steps the slow weights (params and BatchNorm statistics)
+    become d x slow + (1 - d) x weights (d = lookahead_decay_at) and the weights restart from
+    them; the last step (total_steps) also sets the weights to the slow ones, so the run ends
+    on its average (airbench's lookahead, a pure function of the state: exact under resume)."""
+    done = state.step
+    trained = {"params": state.params, "batch_stats": state.batch_stats}
+    sync = done % every == 0
+    mixed = ema.update(
+        state.slow, trained, lookahead_decay_at(done, every, decay, power, total_steps)
+    )
+    slow = jax.tree.map(lambda m, s: jnp.where(sync, m, s), mixed, state.slow)
+    reset = sync | (done >= total_steps)
+    weights = jax.tree.map(lambda s, w: jnp.where(reset, s, w), slow, trained)
+    return state.replace(params=weights["params"], batch_stats=weights["batch_stats"], slow=slow)
 
 
 def accumulate(grad_fn, params, batch_stats, images, targets, rng, steps: int, unroll=False):
@@ -168,10 +202,14 @@ def all_finite(tree):
     return jnp.stack(flags).all() if flags else jnp.array(True)
 
 
-def make_train_step(config, num_classes: int, mesh, class_weights=None):
+def make_train_step(config, num_classes: int, mesh, class_weights=None, total_steps: int = 0):
     """The data-parallel (jit + shard_map) train step f(state, global batch) -> (state,
-    metrics, finite); the state's buffers are donated."""
+    metrics, finite); the state's buffers are donated. total_steps: the run's length, which
+    config.lookahead_every needs."""
     mean, std = mean_std(config)
+    lookahead_every = int(config.get("lookahead_every", 0))
+    if lookahead_every > 0 and total_steps <= 0:
+        raise ValueError("config.lookahead_every > 0 needs the run's total_steps.")
     return parallel.data_parallel(
         functools.partial(
             train_step,
@@ -188,6 +226,10 @@ def make_train_step(config, num_classes: int, mesh, class_weights=None):
             unroll_accumulation=all(d.platform == "cpu" for d in mesh.devices.flat),
             ema_decay=float(config.get("ema_decay", 0.0)),
             ema_warmup_power=float(config.get("ema_warmup_power", 0.0)),
+            lookahead_every=lookahead_every,
+            lookahead_decay=float(config.get("lookahead_decay", 0.95)),
+            lookahead_power=float(config.get("lookahead_power", 3.0)),
+            total_steps=int(total_steps),
         ),
         mesh,
         in_specs=(P(), P(AXIS)),

@@ -5,6 +5,7 @@ normalize are TF-free, and the functions that build tf.data pipelines import the
 on first call. Models and training can therefore run where TensorFlow is not installed.
 """
 
+from imgcls.data import jax_augment
 from imgcls.data.balance import balanced_class_weights, check_balance
 from imgcls.data.batching import num_eval_batches, steps_per_epoch
 from imgcls.data.choice import resolve as resolve_pipeline
@@ -70,6 +71,13 @@ def create_train_iterator(config, info, start_step=0, mesh=None):
     if config.dataset.pipeline != "tf":
         raise ValueError(
             f"config.dataset.pipeline='{config.dataset.pipeline}' is not 'auto', 'tf' or 'device'."
+        )
+    device_only = jax_augment.device_only_augmentations(config.augment)
+    if device_only:
+        keys = ", ".join(f"config.augment.{n}={config.augment[n]!r}" for n in device_only)
+        raise ValueError(
+            f"{keys}: only the device input pipeline implements these; set "
+            "config.dataset.pipeline='device' (or 'auto') or switch them off."
         )
     from imgcls.data import pipeline
 

@@ -15,7 +15,7 @@ from absl import logging
 
 from imgcls.data import batching
 from imgcls.data.info import split_size
-from imgcls.data.jax_augment import tf_only_augmentations
+from imgcls.data.jax_augment import device_only_augmentations, tf_only_augmentations
 
 PIPELINES = ("auto", "tf", "device")
 # The decoded split may take at most this share of a device's memory (or, on CPUs, of the
@@ -41,6 +41,10 @@ def choose(config, info) -> tuple[str, str]:
     if config.dataset.pipeline != "auto":
         return config.dataset.pipeline, "config.dataset.pipeline"
     tf_only = tf_only_augmentations(config.augment)
+    device_only = device_only_augmentations(config.augment)
+    if device_only:
+        names = ", ".join(f"config.augment.{name}" for name in device_only)
+        return "device", f"{names} only run in the device pipeline"
     if tf_only:
         names = ", ".join(f"config.augment.{name}" for name in tf_only)
         return "tf", f"{names} only run in tf.data"

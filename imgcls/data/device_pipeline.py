@@ -6,6 +6,8 @@ eval preprocessing, so images already have the model's size), split evenly over 
 of the 'data' mesh axis, and every batch is gathered and augmented by one jitted function:
 no TensorFlow and no host-to-device copy in the training loop.
 
+config.augment.alternating_flip and cutout run only here (see jax_augment).
+
 Each device shuffles its own shard per epoch (a permutation keyed by seed, epoch and device),
 so an epoch covers every kept example once, as the tf.data pipeline does; the examples of a
 device stay on that device. Up to devices - 1 examples per process are left out so that the
@@ -27,7 +29,8 @@ from imgcls.data.balance import balanced_class_weights
 from imgcls.data.info import split_size
 
 AXIS = parallel.AXIS
-_PERMUTATION_SALT, _AUGMENT_SALT, _SAMPLING_SALT = 3, 4, 5  # keys distinct from the train step's
+# Keys distinct from the train step's.
+_PERMUTATION_SALT, _AUGMENT_SALT, _SAMPLING_SALT, _FLIP_SALT = 3, 4, 5, 6
 
 
 def load_split(config, info, split):
@@ -87,7 +90,11 @@ class DeviceTrainIterator:
             in_specs=(P(AXIS), P(AXIS), P(AXIS), P(), P()),
             out_specs=P(AXIS),
         )
-        self._augment = functools.partial(jax_augment.augment_batch, aug=config.augment)
+        self.alternating_flip = bool(config.augment.get("alternating_flip", False))
+        channels = info.image_shape[-1]
+        mean = list(config.dataset.mean) * (channels if len(config.dataset.mean) == 1 else 1)
+        fill = tuple(int(round(255 * m)) for m in mean)  # cutout: the mean, 0 once normalized
+        self._augment = functools.partial(jax_augment.augment_batch, aug=config.augment, fill=fill)
         self._epoch, self._permutation = None, None
 
     def _permute_shard(self, epoch):
@@ -107,7 +114,13 @@ class DeviceTrainIterator:
                 key, self.per_device, (self.device_batch,), p=probabilities / probabilities.sum()
             )
         batch = {"image": images[index], "label": labels[index]}
-        batch["image"] = self._augment(batch["image"], _key(self.seed, _AUGMENT_SALT, step, device))
+        mirror = None
+        if self.alternating_flip:  # a fixed half of the shard mirrored, the other half next epoch
+            epoch = step // self.steps_per_epoch
+            flip_key = _key(self.seed, _FLIP_SALT, device)
+            mirror = jax_augment.alternating_flip_mask(flip_key, self.per_device, epoch)[index]
+        key = _key(self.seed, _AUGMENT_SALT, step, device)
+        batch["image"] = self._augment(batch["image"], key, mirror=mirror)
         return batch
 
     def __iter__(self):

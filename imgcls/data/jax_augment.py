@@ -60,12 +60,14 @@ def _box_mask(top, left, box_h, box_w, height, width):
     return inside_rows & (cols >= left) & (cols < left + box_w)
 
 
-def pad_and_random_crop(images, key, padding):
-    """Zero-pads [B, H, W, C] by `padding` per side, then crops a random H x W per example."""
+def pad_and_random_crop(images, key, padding, mode="constant"):
+    """Pads [B, H, W, C] by `padding` per side (zeros, or 'reflect': the mirror image of the
+    border, as airbench translates), then crops a random H x W per example."""
     if padding <= 0:
         return images
     batch, height, width, channels = images.shape
-    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    padded = jnp.pad(images, pads, mode=mode)
     offsets = jax.random.randint(key, (batch, 2), 0, 2 * padding + 1)
 
     def crop(image, offset):
@@ -81,6 +83,29 @@ def random_flip(images, key, horizontal=True):
     return jnp.where(flip, jnp.flip(images, axis=2 if horizontal else 1), images)
 
 
+def alternating_flip_mask(key, count: int, epoch):
+    """Which of `count` examples to mirror in `epoch` (bool [count]): a fixed random half in
+    even epochs and the other half in odd ones, so every image is seen both ways in any two
+    consecutive epochs (airbench's alternating flip; `key` fixes the first choice)."""
+    first = jax.random.bernoulli(key, 0.5, (count,))
+    return first ^ (epoch % 2 == 1)
+
+
+def cutout(images, key, size: int, fill):
+    """Fills a random size x size square of each example of [B, H, W, C], inside the image,
+    with `fill` (one value per channel); airbench96's cutout fills the mean (0 once
+    normalized)."""
+    if size <= 0:
+        return images
+    batch, height, width, _ = images.shape
+    top_key, left_key = jax.random.split(key)
+    top = jax.random.randint(top_key, (batch,), 0, height - size + 1)
+    left = jax.random.randint(left_key, (batch,), 0, width - size + 1)
+    square = jnp.full((batch,), size, jnp.int32)
+    mask = _box_mask(top, left, square, square, height, width)
+    return jnp.where(mask, jnp.asarray(fill, images.dtype), images)
+
+
 def random_erasing(images, key, probability):
     """With `probability` per example, fills a random box of uint8 [B, H, W, C] with noise."""
     if probability <= 0:
@@ -92,6 +117,16 @@ def random_erasing(images, key, probability):
     mask = _box_mask(top, left, box_h, box_w, height, width) & apply
     noise = jax.random.randint(noise_key, images.shape, 0, UINT8_LEVELS).astype(images.dtype)
     return jnp.where(mask, noise, images)
+
+
+# Keys of config.augment that only the device pipeline implements, with their "off" values:
+# the alternating flip needs each example's identity and epoch, which it has.
+DEVICE_ONLY_AUGMENTATIONS = {"alternating_flip": False, "cutout": 0}
+
+
+def device_only_augmentations(aug) -> list[str]:
+    """The names of the device-pipeline-only augmentations switched on in config.augment."""
+    return [n for n, off in DEVICE_ONLY_AUGMENTATIONS.items() if aug.get(n, off) != off]
 
 
 def tf_only_augmentations(aug) -> list[str]:
@@ -114,19 +149,27 @@ def device_supported_check(aug):
         )
 
 
-def augment_batch(images, key, aug):
-    """Pad-and-crop, flips and erasing of uint8 [B, H, W, C], as config.augment `aug` says.
+def augment_batch(images, key, aug, mirror=None, fill=(0,)):
+    """Pad-and-crop, flips, cutout and erasing of uint8 [B, H, W, C], as config.augment `aug`
+    says.
 
     `aug` is read at trace time: under jax.jit close over it (or functools.partial) rather
-    than passing it as an argument. Raises ValueError for tf.data-only augmentations.
+    than passing it as an argument. `mirror` (bool [B]) mirrors those examples first (the
+    pipeline's alternating flip); `fill` is cutout's uint8 value per channel. Raises
+    ValueError for tf.data-only augmentations.
     """
     device_supported_check(aug)
     crop_key, hflip_key, vflip_key, erase_key = jax.random.split(key, 4)
-    images = pad_and_random_crop(images, crop_key, int(aug.random_crop_padding))
+    cutout_key = jax.random.fold_in(key, 5)  # not a fifth split: the four keys stay as they were
+    if mirror is not None:
+        images = jnp.where(mirror[:, None, None, None], jnp.flip(images, axis=2), images)
+    padding, mode = int(aug.random_crop_padding), aug.get("crop_padding_mode", "constant")
+    images = pad_and_random_crop(images, crop_key, padding, mode)
     if aug.horizontal_flip:
         images = random_flip(images, hflip_key, horizontal=True)
     if aug.vertical_flip:
         images = random_flip(images, vflip_key, horizontal=False)
+    images = cutout(images, cutout_key, int(aug.get("cutout", 0)), fill)
     return random_erasing(images, erase_key, float(aug.erasing))
 
 

@@ -88,9 +88,10 @@ def random_crop(image, size, key, crop_fraction):
     return tf.image.stateless_random_crop(image, [size, size, tf.shape(image)[2]], seed=key)
 
 
-def pad_and_random_crop(image, padding, key):
-    """Zero-pads by `padding` pixels on each side, then crops back to the original size."""
-    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+def pad_and_random_crop(image, padding, key, mode="constant"):
+    """Pads by `padding` pixels on each side (zeros, or 'reflect': the mirror image of the
+    border), then crops back to the original size."""
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]], mode=mode.upper())
     return tf.image.stateless_random_crop(padded, tf.shape(image), seed=key)
 
 
@@ -110,7 +111,8 @@ def preprocess_train(example, key, config, shape):
     elif size > 0:
         image = random_crop(image, size, resize_key, float(ds.crop_fraction))
     if aug.random_crop_padding > 0:
-        image = pad_and_random_crop(image, int(aug.random_crop_padding), crop_key)
+        mode = aug.get("crop_padding_mode", "constant")
+        image = pad_and_random_crop(image, int(aug.random_crop_padding), crop_key, mode)
     image = augment.augment_image(image, augment_key, aug)
     return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from imgcls.config_values import is_auto
+from imgcls.models.airbench import Airbench, Airbench94, Airbench96
 from imgcls.models.cnn import CNN
 from imgcls.models.resnet import (
     BottleneckResNetBlock,
@@ -46,6 +47,9 @@ from imgcls.models.wide_resnet import (
 
 __all__ = [
     "MODELS",
+    "Airbench",
+    "Airbench94",
+    "Airbench96",
     "CNN",
     "BottleneckResNetBlock",
     "BottleneckResNetV1Block",
@@ -69,6 +73,8 @@ __all__ = [
     "WRN28_10",
     "count_params",
     "create_model",
+    "data_init",
+    "frozen_params",
     "model_fields",
 ]
 
@@ -88,6 +94,9 @@ MODELS = {
     "wrn28_10": WRN28_10,
     "wrn16_8": WRN16_8,
     "preact_resnet18": PreActResNet18,
+    # CIFAR-10 speed runs (Jordan 2024): a frozen data-dependent whitening layer first.
+    "airbench94": Airbench94,
+    "airbench96": Airbench96,
 }
 
 # Module fields that are not hyperparameters.
@@ -98,9 +107,24 @@ _RESERVED = ("num_classes", "dtype")
 
 def model_fields(model_name: str) -> list[str]:
     """Keyword arguments the registered model accepts (its dataclass fields), in order."""
-    ctor = MODELS[model_name]
-    cls = ctor.func if isinstance(ctor, functools.partial) else ctor
+    cls = _module_class(model_name)
     return [f.name for f in dataclasses.fields(cls) if f.name not in _MODULE_INTERNAL]
+
+
+def _module_class(model_name: str):
+    ctor = MODELS[model_name]
+    return ctor.func if isinstance(ctor, functools.partial) else ctor
+
+
+def data_init(model_name: str):
+    """The model's data-dependent initialisation, f(normalized training images [N, H, W, C])
+    -> {parameter path: value}, or None for models initialised from the seed alone."""
+    return getattr(_module_class(model_name), "init_from_data", None)
+
+
+def frozen_params(model_name: str) -> tuple[tuple[str, ...], ...]:
+    """Parameter paths the model keeps at their initial value (the optimizer skips them)."""
+    return tuple(getattr(_module_class(model_name), "FROZEN", ()))
 
 
 def _as_dict(model_config) -> dict[str, Any]:
