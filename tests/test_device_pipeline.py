@@ -143,6 +143,14 @@ def test_auto_picks_the_device_pipeline_when_it_fits_and_can_augment(monkeypatch
         "tf",
         "config.augment.rotation only run in tf.data",
     )
+    # The random-resized crop runs on the device at the native size (configs/folder_cnn.py).
+    cropped = synthetic_config("auto", random_resized_crop=True)
+    assert cropped.dataset.image_size == 0 and choice.choose(cropped, info)[0] == "device"
+    cropped.dataset.image_size = 16  # images resized when loaded: the crop needs tf.data
+    assert choice.choose(cropped, info) == (
+        "tf",
+        "config.augment.random_resized_crop only run in tf.data",
+    )
     monkeypatch.setattr(choice, "DEVICE_MEMORY_FRACTION", 1e-9)
     pipeline, why = choice.choose(config, info)
     assert pipeline == "tf" and "is more than 0% of a device's memory" in why

@@ -175,3 +175,29 @@ def test_no_tensorflow_import():
     code = "import sys, imgcls.data.jax_augment; assert 'tensorflow' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_random_resized_crop_keeps_the_size_and_zooms_into_a_box():
+    """A horizontal ramp: each output row is a stretched window of the input's values, so it
+    is increasing and inside the input's range; a quarter of the area shows about half the
+    ramp. area_range (1, 1) with a square image keeps it almost whole."""
+    ramp = jnp.tile(jnp.arange(0, 256, 8, dtype=jnp.uint8)[None, None, :, None], (BATCH, 32, 1, 3))
+    out = np.asarray(ja.random_resized_crop(ramp, jax.random.key(0), (0.25, 0.25)))
+    assert out.shape == ramp.shape and out.dtype == np.uint8
+    assert (np.diff(out[..., 0].astype(int), axis=2) >= 0).all()  # still a ramp, left to right
+    spans = out[:, :, -1, 0].astype(int) - out[:, :, 0, 0].astype(int)
+    assert 60 < spans.mean() < 200  # the full ramp spans 248
+    assert len({tuple(image[0, :, 0]) for image in out}) > BATCH // 2  # boxes differ per example
+    whole = np.asarray(ja.random_resized_crop(ramp, jax.random.key(1), (1.0, 1.0)))
+    assert np.abs(whole.astype(int) - np.asarray(ramp, int)).mean() < 16
+
+
+def test_random_resized_crop_runs_on_the_device_at_the_native_size_only():
+    aug = make_aug(random_resized_crop=True, random_crop_padding=0)
+    with pytest.raises(ValueError, match="random_resized_crop=True"):
+        ja.device_supported_check(aug)  # images resized on loading: the crop needs the originals
+    ja.device_supported_check(aug, native_size=True)
+    out = ja.augment_batch(
+        random_images((BATCH, 16, 16, 3)), jax.random.key(0), aug, native_size=True
+    )
+    assert out.shape == (BATCH, 16, 16, 3)

@@ -40,7 +40,7 @@ def choose(config, info) -> tuple[str, str]:
     """('device' or 'tf', why) for config and its dataset info, as 'auto' decides."""
     if config.dataset.pipeline != "auto":
         return config.dataset.pipeline, "config.dataset.pipeline"
-    tf_only = tf_only_augmentations(config.augment)
+    tf_only = tf_only_augmentations(config.augment, config.dataset.image_size == 0)
     device_only = device_only_augmentations(config.augment)
     if device_only:
         names = ", ".join(f"config.augment.{name}" for name in device_only)

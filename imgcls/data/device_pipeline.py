@@ -56,7 +56,8 @@ class DeviceTrainIterator:
     """Iterator of global train batches {'image': uint8, 'label': int32} sharded over 'data'."""
 
     def __init__(self, config, info, start_step=0, mesh=None):
-        jax_augment.device_supported_check(config.augment)
+        native_size = config.dataset.image_size == 0  # the whole images are on the device
+        jax_augment.device_supported_check(config.augment, native_size)
         self.mesh = mesh if mesh is not None else parallel.create_mesh()
         self.seed, self.step = int(config.seed), int(start_step)
         self.steps_per_epoch = batching.steps_per_epoch(config, info)
@@ -94,7 +95,9 @@ class DeviceTrainIterator:
         channels = info.image_shape[-1]
         mean = list(config.dataset.mean) * (channels if len(config.dataset.mean) == 1 else 1)
         fill = tuple(int(round(255 * m)) for m in mean)  # cutout: the mean, 0 once normalized
-        self._augment = functools.partial(jax_augment.augment_batch, aug=config.augment, fill=fill)
+        self._augment = functools.partial(
+            jax_augment.augment_batch, aug=config.augment, fill=fill, native_size=native_size
+        )
         self._epoch, self._permutation = None, None
 
     def _permute_shard(self, epoch):

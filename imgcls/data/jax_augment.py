@@ -129,38 +129,84 @@ def device_only_augmentations(aug) -> list[str]:
     return [n for n, off in DEVICE_ONLY_AUGMENTATIONS.items() if aug.get(n, off) != off]
 
 
-def tf_only_augmentations(aug) -> list[str]:
-    """The augmentations config.augment `aug` turns on that only the tf.data pipeline has."""
-    return [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name, off) != off]
+def tf_only_augmentations(aug, native_size: bool = False) -> list[str]:
+    """The augmentations config.augment `aug` turns on that only the tf.data pipeline has.
+
+    native_size (config.dataset.image_size 0): the device pipeline holds the whole images,
+    so the random-resized crop runs there too (`random_resized_crop`)."""
+    on = [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name, off) != off]
+    return [name for name in on if not (native_size and name == "random_resized_crop")]
 
 
-def device_supported_check(aug):
+def device_supported_check(aug, native_size: bool = False):
     """Raises ValueError if config.augment `aug` turns on a tf.data-only augmentation.
 
     Call it when building the device pipeline, so the error comes before any data is loaded.
     """
-    on = tf_only_augmentations(aug)
+    on = tf_only_augmentations(aug, native_size)
     if on:
         keys = ", ".join(f"config.augment.{name}={getattr(aug, name)!r}" for name in on)
         raise ValueError(
             f"{keys}: only the tf.data input pipeline supports these augmentations (the "
-            "device pipeline does random_crop_padding, horizontal_flip, vertical_flip and "
-            "erasing). Set config.dataset.pipeline='tf' or switch them off."
+            "device pipeline does random_crop_padding, horizontal_flip, vertical_flip, "
+            "erasing, and random_resized_crop at the native size). Set "
+            "config.dataset.pipeline='tf' or switch them off."
         )
 
 
-def augment_batch(images, key, aug, mirror=None, fill=(0,)):
-    """Pad-and-crop, flips, cutout and erasing of uint8 [B, H, W, C], as config.augment `aug`
-    says.
+INCEPTION_LOG_ASPECT = (math.log(3.0 / 4.0), math.log(4.0 / 3.0))  # as imgcls.data.preprocess
+
+
+def random_resized_crop(images, key, area_range):
+    """Inception-style crop of each example of uint8 [B, H, W, C], resized back to H x W.
+
+    A box of a uniform share of the area (area_range) and a log-uniform aspect ratio in
+    [3/4, 4/3] (clipped to the image), at a uniform position, resized bilinearly. The tf.data
+    twin (imgcls.data.preprocess) draws the same distribution, except that it retries a box
+    that does not fit where this one clips it."""
+    batch, height, width, _ = images.shape
+    area_key, ratio_key, top_key, left_key = jax.random.split(key, 4)
+    low, high = area_range
+    area = jax.random.uniform(area_key, (batch,), minval=low, maxval=high) * height * width
+    ratio = jnp.exp(
+        jax.random.uniform(
+            ratio_key, (batch,), minval=INCEPTION_LOG_ASPECT[0], maxval=INCEPTION_LOG_ASPECT[1]
+        )
+    )
+    box_h = jnp.clip(jnp.round(jnp.sqrt(area / ratio)), 1, height)
+    box_w = jnp.clip(jnp.round(jnp.sqrt(area * ratio)), 1, width)
+    top = jnp.floor(jax.random.uniform(top_key, (batch,)) * (height - box_h + 1))
+    left = jnp.floor(jax.random.uniform(left_key, (batch,)) * (width - box_w + 1))
+
+    def crop(image, top, left, box_h, box_w):
+        scale = jnp.stack([height / box_h, width / box_w])
+        out = jax.image.scale_and_translate(
+            image.astype(jnp.float32),
+            image.shape,
+            (0, 1),
+            scale,
+            -jnp.stack([top, left]) * scale,
+            method="linear",
+        )
+        return jnp.clip(jnp.round(out), 0, 255).astype(images.dtype)
+
+    return jax.vmap(crop)(images, top, left, box_h, box_w)
+
+
+def augment_batch(images, key, aug, mirror=None, fill=(0,), native_size=False):
+    """Random-resized crop (native_size only), pad-and-crop, flips, cutout and erasing of
+    uint8 [B, H, W, C], as config.augment `aug` says.
 
     `aug` is read at trace time: under jax.jit close over it (or functools.partial) rather
     than passing it as an argument. `mirror` (bool [B]) mirrors those examples first (the
     pipeline's alternating flip); `fill` is cutout's uint8 value per channel. Raises
     ValueError for tf.data-only augmentations.
     """
-    device_supported_check(aug)
+    device_supported_check(aug, native_size)
     crop_key, hflip_key, vflip_key, erase_key = jax.random.split(key, 4)
     cutout_key = jax.random.fold_in(key, 5)  # not a fifth split: the four keys stay as they were
+    if aug.get("random_resized_crop", False):
+        images = random_resized_crop(images, jax.random.fold_in(key, 6), aug.area_range)
     if mirror is not None:
         images = jnp.where(mirror[:, None, None, None], jnp.flip(images, axis=2), images)
     padding, mode = int(aug.random_crop_padding), aug.get("crop_padding_mode", "constant")
