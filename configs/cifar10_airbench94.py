@@ -59,10 +59,12 @@ def get_config():
     config.batch_size = 1024
     config.eval_batch_size = 2000
     config.num_epochs = 9.9
+    # As the reference: ceil(48 x 9.9) steps of its 48 full batches per epoch (int() gives 475).
+    config.num_train_steps = 476
     config.optimizer.warmup_epochs = 0.23 * config.num_epochs
     config.optimizer.warmup_start_scale = 0.2
     config.optimizer.end_scale = 0.07
-    config.eval_every_epochs = 100.0  # once, at the end (the run is 475 steps)
+    config.eval_every_epochs = 100.0  # once, at the end
     config.log_every_steps = 48
     config.checkpoint_every_steps = 240
     return config

@@ -25,6 +25,7 @@ def get_config():
     config.optimizer.learning_rate = 9.0
     config.optimizer.weight_decay = 0.012
     config.num_epochs = 37.0
+    config.num_train_steps = -1  # 37 x 48 = 1,776 steps, as the reference
     config.optimizer.warmup_epochs = 0.1 * config.num_epochs
     config.optimizer.end_scale = 0.0
     config.checkpoint_every_steps = 500

@@ -6,17 +6,17 @@ samples.png (a row of examples per class) and
 augmentations.png (one training image through the configured augmentations many times).
 """
 
-import functools
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
 from imgcls import data, files, report
 from imgcls import state as state_lib
-from imgcls.data import jax_augment, preprocess, sources
+from imgcls.data import device_pipeline, preprocess, sources
 from imgcls.data._tf import AUTOTUNE, tf
 
 IMBALANCE_WARNING_RATIO = 3.0  # warn when the largest class has this many times the smallest
@@ -114,9 +114,15 @@ def augmented_copies(config, info, image, label):
     if data.resolve_pipeline(config, info, log=False).dataset.pipeline == "device":
         example = {"image": tf.constant(image), "label": tf.constant(label)}
         resized = preprocess.preprocess_eval(example, config, info.image_shape)["image"].numpy()
-        augment = functools.partial(jax_augment.augment_batch, aug=config.augment)
+        augment = device_pipeline.batch_augmenter(config, info)
         keys = jax.random.split(jax.random.key(config.seed), AUGMENTED_COPIES)
-        return [np.asarray(augment(resized[None], key))[0] for key in keys]
+        alternating = config.augment.get("alternating_flip", False)
+
+        def copy(k, key):  # the alternating flip: every other copy mirrored, as odd epochs are
+            mirror = jnp.array([k % 2 == 1]) if alternating else None
+            return np.asarray(augment(resized[None], key, mirror=mirror))[0]
+
+        return [copy(k, key) for k, key in enumerate(keys)]
     copies = []
     for k in range(AUGMENTED_COPIES):
         key = tf.constant([config.seed, k], tf.int64)

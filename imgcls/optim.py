@@ -238,7 +238,10 @@ def grouped_sgd(config, learning_rate_fn, steps_per_epoch: int) -> optax.Gradien
             optax.sgd(lr_fn, momentum=opt.momentum or None, nesterov=opt.nesterov),
         )
 
-    whiten_steps = int(round(opt.get("whiten_bias_epochs", -1.0) * steps_per_epoch))
+    whiten_epochs = opt.get("whiten_bias_epochs", -1.0)
+    if whiten_epochs >= 0 and steps_per_epoch <= 0:
+        raise ValueError("config.optimizer.whiten_bias_epochs needs the run's steps_per_epoch.")
+    whiten_steps = int(round(whiten_epochs * steps_per_epoch))
     return optax.multi_transform(
         {
             FROZEN: optax.set_to_zero(),

@@ -196,7 +196,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, checkpointing.DIRECTORY), keep=config.keep_checkpoints
     )
-    fresh = ckpt.latest_step() is None and not config.init_from
+    # A fresh run (also a warm start, whose source may lack them) gets the model's
+    # data-dependent initial values; a resume restores them.
+    fresh = ckpt.latest_step() is None
     param_values = state_lib.data_init_values(config, info) if fresh else None
     state, learning_rate_fn, total_steps = state_lib.initial_state(config, info, mesh, param_values)
     if ckpt.latest_step() is not None:

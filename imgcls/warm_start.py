@@ -230,9 +230,11 @@ def warm_start(config, state, workdir: str | None = None):
         params=_with_values(state.params, loaded, "params"),
         batch_stats=_with_values(state.batch_stats, loaded, "batch_stats"),
     )
-    if hasattr(state, "ema"):  # config.ema_decay: the average starts at the loaded weights too
-        average = {k: _with_values(v, loaded, k) for k, v in state.ema.items()}
-        state = state.replace(ema=average)
+    # config.ema_decay / lookahead_every: the average starts at the loaded weights too.
+    for field in ("ema", "slow"):
+        if hasattr(state, field):
+            average = {k: _with_values(v, loaded, k) for k, v in getattr(state, field).items()}
+            state = state.replace(**{field: average})
     logging.info("%s", summary(report))
     if workdir is not None and jax.process_index() == 0:
         files.write_json(os.path.join(workdir, REPORT_FILE), report)

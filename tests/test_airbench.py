@@ -67,7 +67,8 @@ def test_the_network_has_the_papers_shape():
     np.testing.assert_array_equal(conv[0, 0, :, :64], 0)
     assert models.count_params(params) == 1_971_640  # airbench94: about 2M
     big = models.create_model({"name": "airbench96"}, 10)
-    assert models.count_params(big.init(jax.random.key(0), x)["params"]) == 9_915_704
+    shapes = jax.eval_shape(big.init, jax.random.key(0), x)["params"]  # no need to compile it
+    assert sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes)) == 9_915_704
 
 
 def test_decoupled_hyperparameters_convert_to_per_step_values():
@@ -196,6 +197,7 @@ def tiny_config(data_dir, **overrides):
     config.half_precision = False
     config.batch_size = 16
     config.eval_batch_size = 32
+    config.num_train_steps = -1
     config.data_init_images = 48
     config.num_epochs = 3.0
     config.optimizer.warmup_epochs = 0.5
@@ -309,7 +311,7 @@ def interrupt_at(monkeypatch, at_call):
 def test_short_run_on_the_cifar10_jpeg_folder_learns_and_resumes_bitwise(
     tmp_path, data_dir, monkeypatch
 ):
-    """airbench94's whole recipe (narrower) on 500 CIFAR-10 JPEGs per class for 4 epochs: well
+    """airbench94's whole recipe (narrower) on 200 CIFAR-10 JPEGs per class for 4 epochs: well
     above chance with the TTA; interrupted at step 7 (between lookahead syncs) and resumed,
     the same final weights and result bit for bit."""
     root = tmp_path / "cifar"
@@ -319,8 +321,8 @@ def test_short_run_on_the_cifar10_jpeg_folder_learns_and_resumes_bitwise(
             for m in tar.getmembers()
             if m.isfile()
             and (
-                (m.name.split("/")[-3:-2] == ["train"] and os.path.basename(m.name) < "0500")
-                or (m.name.split("/")[-3:-2] == ["test"] and os.path.basename(m.name) < "0100")
+                (m.name.split("/")[-3:-2] == ["train"] and os.path.basename(m.name) < "0200")
+                or (m.name.split("/")[-3:-2] == ["test"] and os.path.basename(m.name) < "0050")
             )
         ]
         tar.extractall(root, members=wanted, filter="data")
@@ -334,11 +336,13 @@ def test_short_run_on_the_cifar10_jpeg_folder_learns_and_resumes_bitwise(
     config.dataset.validation_fraction = 0.0
     config.model.widths = (16, 32, 32)
     config.half_precision = False
-    config.batch_size = 250
-    config.num_epochs = 4.0  # 80 steps
+    config.batch_size = 200
+    config.eval_batch_size = 500
+    config.num_train_steps = -1
+    config.num_epochs = 4.0  # 40 steps
     config.optimizer.warmup_epochs = 0.23 * 4.0
-    config.checkpoint_every_steps = 40
-    config.log_every_steps = 20
+    config.checkpoint_every_steps = 20
+    config.log_every_steps = 10
     config.final_report = False
     full = train.train_and_evaluate(config, str(tmp_path / "full"))
     assert full["eval_accuracy"] > 0.3, full  # chance: 0.1
@@ -349,7 +353,7 @@ def test_short_run_on_the_cifar10_jpeg_folder_learns_and_resumes_bitwise(
     monkeypatch.setattr(parallel, "global_batch", real)
     resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
     assert resumed == full
-    a = variables_at(config, str(tmp_path / "full"), 80)
-    b = variables_at(config, str(tmp_path / "resumed"), 80)
+    a = variables_at(config, str(tmp_path / "full"), 40)
+    b = variables_at(config, str(tmp_path / "resumed"), 40)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)

@@ -325,7 +325,7 @@ def test_warm_start_beats_scratch_on_flowers(tmp_path):
     cifar = _untar(CIFAR_ARCHIVE, tmp_path / "cifar", "train/*/0*.jpg", "test/*/00*.jpg")
     source = transfer_config(cifar, tmp_path / "tfds", model)
     source.optimizer.learning_rate = 0.01  # adamw
-    source.num_train_steps = 800
+    source.num_train_steps = 400
     source_result = train.train_and_evaluate(source, str(tmp_path / "cifar_run"))
     source_seconds = time.time() - start
 

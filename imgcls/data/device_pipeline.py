@@ -45,6 +45,21 @@ def load_split(config, info, split):
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
 
+def batch_augmenter(config, info):
+    """f(uint8 batch, key, mirror=None) -> the batch augmented as config.augment says, as this
+    pipeline does it (--mode=inspect shows the same): random-resized crop when the images are
+    at their native size, cutout filled with the dataset's mean."""
+    channels = info.image_shape[-1]
+    mean = list(config.dataset.mean) * (channels if len(config.dataset.mean) == 1 else 1)
+    fill = tuple(int(round(255 * m)) for m in mean)  # cutout: the mean, 0 once normalized
+    return functools.partial(
+        jax_augment.augment_batch,
+        aug=config.augment,
+        fill=fill,
+        native_size=config.dataset.image_size == 0,
+    )
+
+
 def _key(seed, salt, *data):
     key = jax.random.fold_in(jax.random.key(seed), salt)
     for value in data:
@@ -56,8 +71,7 @@ class DeviceTrainIterator:
     """Iterator of global train batches {'image': uint8, 'label': int32} sharded over 'data'."""
 
     def __init__(self, config, info, start_step=0, mesh=None):
-        native_size = config.dataset.image_size == 0  # the whole images are on the device
-        jax_augment.device_supported_check(config.augment, native_size)
+        jax_augment.device_supported_check(config.augment, config.dataset.image_size == 0)
         self.mesh = mesh if mesh is not None else parallel.create_mesh()
         self.seed, self.step = int(config.seed), int(start_step)
         self.steps_per_epoch = batching.steps_per_epoch(config, info)
@@ -92,12 +106,7 @@ class DeviceTrainIterator:
             out_specs=P(AXIS),
         )
         self.alternating_flip = bool(config.augment.get("alternating_flip", False))
-        channels = info.image_shape[-1]
-        mean = list(config.dataset.mean) * (channels if len(config.dataset.mean) == 1 else 1)
-        fill = tuple(int(round(255 * m)) for m in mean)  # cutout: the mean, 0 once normalized
-        self._augment = functools.partial(
-            jax_augment.augment_batch, aug=config.augment, fill=fill, native_size=native_size
-        )
+        self._augment = batch_augmenter(config, info)
         self._epoch, self._permutation = None, None
 
     def _permute_shard(self, epoch):

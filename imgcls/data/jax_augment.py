@@ -161,9 +161,10 @@ def random_resized_crop(images, key, area_range):
     """Inception-style crop of each example of uint8 [B, H, W, C], resized back to H x W.
 
     A box of a uniform share of the area (area_range) and a log-uniform aspect ratio in
-    [3/4, 4/3] (clipped to the image), at a uniform position, resized bilinearly. The tf.data
-    twin (imgcls.data.preprocess) draws the same distribution, except that it retries a box
-    that does not fit where this one clips it."""
+    [3/4, 4/3] (torchvision's RandomResizedCrop draws), clipped to the image, at a uniform
+    position, resized bilinearly. The tf.data twin (imgcls.data.preprocess, TF's
+    sample_distorted_bounding_box) draws boxes of the same area and aspect ranges from a
+    slightly different distribution, and retries a box that does not fit."""
     batch, height, width, _ = images.shape
     area_key, ratio_key, top_key, left_key = jax.random.split(key, 4)
     low, high = area_range

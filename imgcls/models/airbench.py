@@ -103,6 +103,7 @@ class Airbench(nn.Module):
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             use_scale=False,
+            use_fast_variance=False,  # two-pass, as PyTorch: eps is only 1e-12
             dtype=jnp.float32,
             axis_name=self.axis_name,
         )
@@ -111,11 +112,11 @@ class Airbench(nn.Module):
             whiten_width,
             (WHITEN_KERNEL, WHITEN_KERNEL),
             padding="VALID",
-            dtype=self.dtype,
+            dtype=jnp.float32,  # it scales the smallest eigen-directions up: no rounding there
             kernel_init=torch_conv_init,
             name=WHITEN_NAME,
-        )(x.astype(self.dtype))
-        x = nn.gelu(x, approximate=False)
+        )(x)
+        x = nn.gelu(x, approximate=False).astype(self.dtype)
         for features in self.widths:
             x = ConvGroup(features, norm, self.dtype, self.residual_conv)(x)
         x = max_pool(x, (3, 3), strides=(3, 3), padding="VALID")
@@ -123,7 +124,13 @@ class Airbench(nn.Module):
             x = self.perturb("features", x)
         self.sow("intermediates", "features", x)
         x = x.reshape((x.shape[0], -1))
-        x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="head")(x)
+        x = nn.Dense(
+            self.num_classes,
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=torch_conv_init,  # PyTorch's Linear: U(+-1 / sqrt(fan_in)) too
+            name="head",
+        )(x)
         return jnp.asarray(x * self.scaling_factor, jnp.float32)
 
 
