@@ -345,7 +345,8 @@ def test_short_run_on_the_cifar10_jpeg_folder_learns_and_resumes_bitwise(
     config.log_every_steps = 10
     config.final_report = False
     full = train.train_and_evaluate(config, str(tmp_path / "full"))
-    assert full["eval_accuracy"] > 0.3, full  # chance: 0.1
+    print(f"airbench94 (16/32/32), 2,000 CIFAR-10 JPEGs, 40 steps: {full['eval_accuracy']:.4f}")
+    assert full["eval_accuracy"] > 0.25, full  # chance: 0.1 (0.314 on the dev machine)
 
     real = interrupt_at(monkeypatch, 7)
     with pytest.raises(Preempted):
