@@ -96,6 +96,7 @@ class DeviceTrainIterator:
             weights = balanced_class_weights(counts)
             self.sample_weights = jnp.asarray(weights, jnp.float32)
 
+        self.alternating_flip = bool(config.augment.get("alternating_flip", False))
         self._permute = parallel.data_parallel(
             self._permute_shard, self.mesh, in_specs=(P(),), out_specs=P(AXIS)
         )
@@ -105,16 +106,22 @@ class DeviceTrainIterator:
             in_specs=(P(AXIS), P(AXIS), P(AXIS), P(), P()),
             out_specs=P(AXIS),
         )
-        self.alternating_flip = bool(config.augment.get("alternating_flip", False))
         self._augment = batch_augmenter(config, info)
-        self._epoch, self._permutation = None, None
+        self._epoch, self._epoch_order = None, None
 
     def _permute_shard(self, epoch):
+        """The epoch's order of this device's shard; with the alternating flip, also which of
+        its examples are mirrored this epoch (a fixed half, the other half next epoch)."""
         device = lax.axis_index(AXIS)
         key = _key(self.seed, _PERMUTATION_SALT, epoch, device)
-        return jax.random.permutation(key, self.per_device)
+        permutation = jax.random.permutation(key, self.per_device)
+        if not self.alternating_flip:
+            return permutation
+        flip_key = _key(self.seed, _FLIP_SALT, device)
+        return permutation, jax_augment.alternating_flip_mask(flip_key, self.per_device, epoch)
 
-    def _gather_batch(self, images, labels, permutation, step, weights):
+    def _gather_batch(self, images, labels, epoch_order, step, weights):
+        permutation, mirrored = epoch_order if self.alternating_flip else (epoch_order, None)
         device = lax.axis_index(AXIS)
         position = (step % self.steps_per_epoch) * self.device_batch
         if self.sample_weights is None:
@@ -126,11 +133,7 @@ class DeviceTrainIterator:
                 key, self.per_device, (self.device_batch,), p=probabilities / probabilities.sum()
             )
         batch = {"image": images[index], "label": labels[index]}
-        mirror = None
-        if self.alternating_flip:  # a fixed half of the shard mirrored, the other half next epoch
-            epoch = step // self.steps_per_epoch
-            flip_key = _key(self.seed, _FLIP_SALT, device)
-            mirror = jax_augment.alternating_flip_mask(flip_key, self.per_device, epoch)[index]
+        mirror = None if mirrored is None else mirrored[index]
         key = _key(self.seed, _AUGMENT_SALT, step, device)
         batch["image"] = self._augment(batch["image"], key, mirror=mirror)
         return batch
@@ -141,10 +144,11 @@ class DeviceTrainIterator:
     def __next__(self):
         epoch = self.step // self.steps_per_epoch
         if epoch != self._epoch:
-            self._epoch, self._permutation = epoch, self._permute(jnp.int32(epoch))
+            # Once per epoch: the shard's order (and, with the alternating flip, its mirroring).
+            self._epoch, self._epoch_order = epoch, self._permute(jnp.int32(epoch))
         weights = self.sample_weights if self.sample_weights is not None else jnp.zeros(())
         batch = self._gather(
-            self.images, self.labels, self._permutation, jnp.int32(self.step), weights
+            self.images, self.labels, self._epoch_order, jnp.int32(self.step), weights
         )
         self.step += 1
         return batch
