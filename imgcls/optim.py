@@ -140,13 +140,18 @@ def _with_wrappers(config, tx) -> optax.GradientTransformation:
     return tx
 
 
+def _sgd(opt, learning_rate_fn, weight_decay, mask) -> optax.GradientTransformation:
+    """SGD with (Nesterov) momentum and weight decay added to the gradient (masked)."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=mask),
+        optax.sgd(learning_rate_fn, momentum=opt.momentum or None, nesterov=opt.nesterov),
+    )
+
+
 def _base_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
     opt = config.optimizer
     if opt.name == "sgd":
-        return optax.chain(
-            optax.add_decayed_weights(opt.weight_decay, mask=_decay_mask),
-            optax.sgd(learning_rate_fn, momentum=opt.momentum or None, nesterov=opt.nesterov),
-        )
+        return _sgd(opt, learning_rate_fn, opt.weight_decay, _decay_mask)
     if opt.name == "adamw":
         return optax.adamw(
             learning_rate_fn, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=_decay_mask
@@ -233,10 +238,7 @@ def grouped_sgd(config, learning_rate_fn, steps_per_epoch: int) -> optax.Gradien
         decay, mask = opt.weight_decay, _decay_mask
 
     def sgd(lr_fn, coefficient):
-        return optax.chain(
-            optax.add_decayed_weights(coefficient, mask=mask),
-            optax.sgd(lr_fn, momentum=opt.momentum or None, nesterov=opt.nesterov),
-        )
+        return _sgd(opt, lr_fn, coefficient, mask)
 
     whiten_epochs = opt.get("whiten_bias_epochs", -1.0)
     if whiten_epochs >= 0 and steps_per_epoch <= 0:
