@@ -14,6 +14,11 @@ imgcls's ratio to each peer. The processes never run at the same time.
   peer: flax examples/imagenet `train_step` under `jax.pmap`.
 - resnet50: ResNet-50 v1.5 at 224x224, batch 16, 1000 classes, SGD + Nesterov; the same peer.
 
+--xla_options adds the other half of the XLA:CPU setting that imgcls compiles with
+(imgcls.parallel.CPU_COMPILER_OPTIONS: convolutions by XLA, not YNNPACK): imgcls with XLA's
+defaults ("imgcls/xla-defaults"), and each JAX peer with imgcls's setting ("<peer>/imgcls-xla",
+given as the equivalent XLA_FLAGS), so the ratio shows what the setting alone is worth.
+
 The flax example is not part of imgcls: fetch google/flax (e.g. `git clone`) and give its
 `examples/imagenet` folder with --flax_example. Keras comes with TensorFlow.
 """
@@ -35,6 +40,9 @@ CASES = {
     "resnet50": ((224, 224, 3), 16, 1000, ("flax-example",)),
 }
 STEPS = {"cnn": 200, "resnet18": 6, "resnet50": 3}  # timed steps per process (after warm-up)
+JAX_PEERS = ("keras-jax", "flax-example")
+# imgcls.parallel.CPU_COMPILER_OPTIONS as a flag (default fusion types minus convolutions)
+IMGCLS_XLA_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
 def _batch(case, dtype):
@@ -59,12 +67,15 @@ def _timed(step, steps, block):
     return steps / (time.perf_counter() - start)
 
 
-def run_imgcls(case, steps):
+def run_imgcls(case, steps, xla_defaults=False):
     import jax
     import ml_collections
 
     from configs import default
     from imgcls import models, optim, parallel, state, train_step
+
+    if xla_defaults:
+        parallel.CPU_COMPILER_OPTIONS = {}
 
     shape, batch, classes, _ = CASES[case]
     config = default.get_config()
@@ -159,8 +170,9 @@ def run_flax_example(case, steps, example_dir):
 
 
 def worker(case, framework, steps, example_dir):
+    framework, _, variant = framework.partition("/")
     if framework == "imgcls":
-        return run_imgcls(case, steps)
+        return run_imgcls(case, steps, xla_defaults=variant == "xla-defaults")
     if framework.startswith("keras-"):
         return run_keras(case, steps, framework.split("-")[1].replace("tf", "tensorflow"))
     return run_flax_example(case, steps, example_dir)
@@ -172,6 +184,8 @@ def measure(case, framework, steps, example_dir):
     if example_dir:
         command += ["--flax_example", example_dir]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    if framework.endswith("/imgcls-xla"):
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {IMGCLS_XLA_FLAG}".strip()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode:
         raise RuntimeError(f"{case}:{framework} failed:\n{proc.stderr[-3000:]}")
@@ -184,6 +198,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--flax_example", default="", help="flax's examples/imagenet folder")
     parser.add_argument("--steps", type=int, default=0, help="timed steps per process")
+    parser.add_argument(
+        "--xla_options",
+        action="store_true",
+        help="also imgcls with XLA's defaults, and JAX peers with imgcls's XLA:CPU options",
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -201,6 +220,9 @@ def main():
         if "flax-example" in peers and not args.flax_example:
             raise SystemExit(f"--cases {case} needs --flax_example=<flax>/examples/imagenet")
         frameworks = ["imgcls", *peers]
+        if args.xla_options:
+            frameworks += ["imgcls/xla-defaults"]
+            frameworks += [f"{p}/imgcls-xla" for p in peers if p in JAX_PEERS]
         rates = {f: [] for f in frameworks}
         for r in range(args.rounds):
             for framework in frameworks if r % 2 == 0 else frameworks[::-1]:
