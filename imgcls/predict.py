@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from imgcls import ema, files, images, state
+from imgcls import ema, files, images, parallel, state
 from imgcls import tta as tta_lib
 from imgcls import workdir as workdir_files
 from imgcls.data.normalize import mean_std, normalize
@@ -78,7 +78,11 @@ class Predictor:
         if compile:  # export only needs the weights and the function
             batch = jax.ShapeDtypeStruct((self.batch_size, *self.image_shape), jnp.uint8)
             self.variables = jax.device_put(self.variables)
-            self._compiled = jax.jit(self.probabilities_fn).lower(self.variables, batch).compile()
+            self._compiled = (
+                jax.jit(self.probabilities_fn, compiler_options=parallel.compiler_options())
+                .lower(self.variables, batch)
+                .compile()
+            )
         logging.info(
             "Loaded %s (%s checkpoint, step %d, %s weights, TTA %s): %d classes, images %s, "
             "batch %d.",

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import load_config, run_python
+from jax.sharding import PartitionSpec as P
 
 from imgcls import ema, models, optim, parallel, state, train_step
 
@@ -179,3 +180,44 @@ def test_batch_that_cannot_be_cut_into_micro_batches_is_refused():
     config = tiny_config(grad_accum_steps=3)
     with pytest.raises(ValueError, match="grad_accum_steps=3 equal micro-batches.*multiple of 3"):
         state.check_config(config, type("Info", (), {"image_shape": (8, 8, 1)}), mesh)
+
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _convolutions_in_ynnpack(compiled_text: str) -> int:
+    """How many of a compiled CPU program's convolutions run as YNNPACK fusions."""
+    return sum(
+        "__ynn_fusion" in line and "conv_general_dilated" in line
+        for line in compiled_text.splitlines()
+    )
+
+
+def test_cpu_steps_compile_their_convolutions_with_xla_not_ynnpack():
+    """parallel.CPU_COMPILER_OPTIONS reach what data_parallel compiles: its convolutions are
+    XLA's multi-threaded ones (1.6x the cnn's step on 2 cores), with the same values as XLA's
+    default (YNNPACK) convolutions, which the plain jit of the same step still uses."""
+    mesh = parallel.create_mesh(jax.devices()[:1])
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 12, 12, 16)), jnp.float32)
+    kernel = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 16, 32)), jnp.float32)
+
+    def kernel_grad(x, k):
+        def loss(k):
+            y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+            return jnp.sum(jax.nn.relu(y) ** 2)
+
+        return jax.grad(loss)(k)
+
+    ours = parallel.data_parallel(kernel_grad, mesh, (P(parallel.AXIS), P()), P())
+    assert parallel.compiler_options(mesh.devices) == parallel.CPU_COMPILER_OPTIONS
+    ours_text = ours.lower(images, kernel).compile().as_text()
+    default_text = jax.jit(kernel_grad).lower(images, kernel).compile().as_text()
+    assert _convolutions_in_ynnpack(default_text) > 0  # what the options change
+    assert _convolutions_in_ynnpack(ours_text) == 0
+    expected = jax.jit(kernel_grad)(images, kernel)  # sums of ~1e3: float32 order differs
+    np.testing.assert_allclose(ours(images, kernel), expected, atol=1e-6 * np.abs(expected).max())
+
+
+def test_compiler_options_a_jaxlib_refuses_fall_back_to_xla_defaults(monkeypatch):
+    monkeypatch.setattr(parallel, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option": "1"})
+    assert parallel._cpu_compiler_options.__wrapped__() == {}
