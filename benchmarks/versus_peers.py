@@ -213,7 +213,7 @@ def main():
     import jax
 
     print(f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()})")
-    print("| case | framework | images/s (median) | rounds | imgcls / framework |")
+    print("| case | framework | images/s (median) | each round | imgcls / framework |")
     print("|---|---|---|---|---|")
     for case in args.cases:
         peers = list(CASES[case][3])
@@ -232,10 +232,8 @@ def main():
         for framework in frameworks:
             rate = statistics.median(rates[framework])
             ratio = "" if framework == "imgcls" else f"{ours / rate:.2f}x"
-            print(
-                f"| {case} | {framework} | {rate:,.1f} | {len(rates[framework])} | {ratio} |",
-                flush=True,
-            )
+            each = ", ".join(f"{r:,.1f}" for r in rates[framework])
+            print(f"| {case} | {framework} | {rate:,.1f} | {each} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 Command:  python main.py --config=configs/default.py --workdir=runs/default   (or `make train`)
 Hardware: 2 CPU cores (x86-64), JAX 0.10.2 CPU backend.
-Result:   0.9887 test accuracy (351/355), in 16-19 s wall for `make train` after installation
-          (880 steps, 5.4-6.5 s of them training; dataset preparation and the report included;
-          the device pipeline, as 'auto' picks); seeds 0-3 give 0.9887 / 0.9915 / 0.9944 /
-          0.9915 (mean 0.9915). Measured 2026-11-30, benchmarks/results.md.
+Result:   0.9887 test accuracy (351/355), in 15-16 s wall for `make train` after installation
+          (880 steps; dataset preparation and the report included; the device pipeline, as
+          'auto' picks); seeds 0-3 give 0.9887 / 0.9915 / 0.9944 / 0.9915 (mean 0.9915).
+          Measured 2026-12-01, benchmarks/results.md.
 
 The other configs import this one and change a few fields (as flax/examples/imagenet does),
 so every key that any config uses exists here with its default.

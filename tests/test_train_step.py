@@ -195,7 +195,7 @@ def _convolutions_in_ynnpack(compiled_text: str) -> int:
 
 def test_cpu_steps_compile_their_convolutions_with_xla_not_ynnpack():
     """parallel.CPU_COMPILER_OPTIONS reach what data_parallel compiles: its convolutions are
-    XLA's multi-threaded ones (1.6x the cnn's step on 2 cores), with the same values as XLA's
+    XLA's multi-threaded ones (1.35x the cnn's step on 2 cores), with the same values as XLA's
     default (YNNPACK) convolutions, which the plain jit of the same step still uses."""
     mesh = parallel.create_mesh(jax.devices()[:1])
     images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 12, 12, 16)), jnp.float32)
