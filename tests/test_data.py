@@ -359,3 +359,30 @@ def test_concurrent_preparation_of_the_same_data_dir(tmp_path):
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
         assert "'train': 1442" in out
+
+
+@pytest.mark.parametrize("error", [FileExistsError(17, "exists"), OSError(39, "not empty")])
+def test_losing_the_preparation_race_reads_the_winners_data(error):
+    """TFDS renames its finished folder into place; the processes that lose the race get
+    EEXIST or ENOTEMPTY (seen in CI) and must read the winner's. Any other failure stands."""
+    from imgcls.data.tfds_source import prepare_builder
+
+    prepared = {"by_other": False}
+
+    class Builder:
+        def is_prepared(self):
+            return prepared["by_other"]
+
+        def download_and_prepare(self, download_config=None):
+            prepared["by_other"] = True  # the winner finished first
+            raise error
+
+    assert prepare_builder(Builder).is_prepared()
+
+    class Broken(Builder):
+        def download_and_prepare(self, download_config=None):
+            raise error
+
+    prepared["by_other"] = False
+    with pytest.raises(OSError):
+        prepare_builder(Broken)

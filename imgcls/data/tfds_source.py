@@ -16,7 +16,9 @@ def prepare_builder(make_builder, download_config=None):
     if not builder.is_prepared():
         try:
             builder.download_and_prepare(download_config=download_config)
-        except FileExistsError:  # another process (a parallel trial, a host) won the race
+        except OSError:
+            # Another process (a parallel trial, a host) may have won the race: TFDS renames its
+            # finished folder into place, which fails with EEXIST or ENOTEMPTY for the others.
             builder = make_builder()
             if not builder.is_prepared():
                 raise
