@@ -91,10 +91,11 @@ class DeviceTrainIterator:
         self.per_device = per_device
 
         self.sample_weights = None
+        self._weights = jnp.zeros(())  # made once: an array made per batch costs ~30 us
         if config.dataset.balance == "sampling":
             counts = pipeline.count_labels(config, info, split)
             weights = balanced_class_weights(counts)
-            self.sample_weights = jnp.asarray(weights, jnp.float32)
+            self.sample_weights = self._weights = jnp.asarray(weights, jnp.float32)
 
         self.alternating_flip = bool(config.augment.get("alternating_flip", False))
         self._permute = parallel.data_parallel(
@@ -146,9 +147,9 @@ class DeviceTrainIterator:
         if epoch != self._epoch:
             # Once per epoch: the shard's order (and, with the alternating flip, its mirroring).
             self._epoch, self._epoch_order = epoch, self._permute(jnp.int32(epoch))
-        weights = self.sample_weights if self.sample_weights is not None else jnp.zeros(())
+        # The step goes in as a host scalar: jnp.int32(step) would cost a dispatch per batch.
         batch = self._gather(
-            self.images, self.labels, self._epoch_order, jnp.int32(self.step), weights
+            self.images, self.labels, self._epoch_order, np.int32(self.step), self._weights
         )
         self.step += 1
         return batch
