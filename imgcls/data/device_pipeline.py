@@ -90,12 +90,14 @@ class DeviceTrainIterator:
         self.labels = jax.make_array_from_process_local_data(sharding, labels[:keep])
         self.per_device = per_device
 
-        self.sample_weights = None
-        self._weights = jnp.zeros(())  # made once: an array made per batch costs ~30 us
-        if config.dataset.balance == "sampling":
+        # Class weights for balanced sampling; otherwise a placeholder argument of the gather,
+        # made once (an array made per batch costs ~30 us).
+        self.balanced = config.dataset.balance == "sampling"
+        self.sample_weights = jnp.zeros(())
+        if self.balanced:
             counts = pipeline.count_labels(config, info, split)
             weights = balanced_class_weights(counts)
-            self.sample_weights = self._weights = jnp.asarray(weights, jnp.float32)
+            self.sample_weights = jnp.asarray(weights, jnp.float32)
 
         self.alternating_flip = bool(config.augment.get("alternating_flip", False))
         self._permute = parallel.data_parallel(
@@ -125,7 +127,7 @@ class DeviceTrainIterator:
         permutation, mirrored = epoch_order if self.alternating_flip else (epoch_order, None)
         device = lax.axis_index(AXIS)
         position = (step % self.steps_per_epoch) * self.device_batch
-        if self.sample_weights is None:
+        if not self.balanced:
             index = lax.dynamic_slice(permutation, (position,), (self.device_batch,))
         else:  # balanced: classes drawn equally often, with replacement
             probabilities = weights[labels]
@@ -146,10 +148,10 @@ class DeviceTrainIterator:
         epoch = self.step // self.steps_per_epoch
         if epoch != self._epoch:
             # Once per epoch: the shard's order (and, with the alternating flip, its mirroring).
-            self._epoch, self._epoch_order = epoch, self._permute(jnp.int32(epoch))
+            self._epoch, self._epoch_order = epoch, self._permute(np.int32(epoch))
         # The step goes in as a host scalar: jnp.int32(step) would cost a dispatch per batch.
         batch = self._gather(
-            self.images, self.labels, self._epoch_order, np.int32(self.step), self._weights
+            self.images, self.labels, self._epoch_order, np.int32(self.step), self.sample_weights
         )
         self.step += 1
         return batch
