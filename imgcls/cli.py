@@ -5,14 +5,31 @@ should show imgcls's own lines and CLU's metric and progress lines.
 """
 
 import logging as pylogging
+import os
 import sys
 
 import jax
 from absl import flags, logging
 
-# INFO lines kept on the console: ours, and CLU's metric and progress lines. Library chatter
-# still shows from WARNING up; `--verbosity=1` shows it all.
-CONSOLE_INFO_FROM = ("imgcls", "main.py", "logging_writer.py", "clu/platform/local.py")
+# INFO lines kept on the console: ours (the package and main.py, by their full paths: a checkout
+# in a folder named imgcls must not let every library through) and CLU's metric and progress
+# lines. Library chatter still shows from WARNING up; `--verbosity=1` shows it all.
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+MAIN_FILE = os.path.join(os.path.dirname(PACKAGE_DIR), "main.py")
+CLU_INFO_FILES = (
+    os.path.join("clu", "metric_writers", "logging_writer.py"),
+    os.path.join("clu", "platform", "local.py"),
+)
+
+
+def shows_info(pathname: str) -> bool:
+    """Whether an INFO line logged from the file `pathname` belongs on the console."""
+    path = os.path.abspath(pathname)
+    return (
+        path.startswith(PACKAGE_DIR + os.sep)
+        or path == MAIN_FILE
+        or path.endswith(tuple(os.sep + f for f in CLU_INFO_FILES))
+    )
 
 
 def quiet_library_info() -> None:
@@ -21,7 +38,7 @@ def quiet_library_info() -> None:
     def keep(record) -> bool:
         if record.levelno >= pylogging.WARNING or flags.FLAGS.verbosity >= 1:
             return True
-        return any(part in record.pathname for part in CONSOLE_INFO_FROM)
+        return shows_info(record.pathname)
 
     logging.get_absl_handler().python_handler.addFilter(keep)
 

@@ -142,3 +142,19 @@ def test_cli_turns_user_errors_into_one_line_and_keeps_exit_statuses(capsys):
     assert capsys.readouterr().err == "imgcls: Training diverged at step 3.\n"
     with pytest.raises(KeyError):  # a bug is not dressed up as a user error
         cli.run_reporting_errors(fail(KeyError("x")), [])
+
+
+def test_console_info_filter_keeps_imgcls_and_clu_lines_by_their_full_paths():
+    """Library INFO stays off the console also when the checkout's folder is named imgcls (its
+    venv's libraries then have 'imgcls' in their paths; the old substring match let them all
+    through, and a parent reading the console through a pipe could block on Orbax's lines)."""
+    checkout = os.path.dirname(cli.PACKAGE_DIR)
+    assert cli.shows_info(os.path.join(cli.PACKAGE_DIR, "train.py"))
+    assert cli.shows_info(os.path.join(checkout, "main.py"))
+    site = os.path.join(checkout, ".venv", "lib", "python3.11", "site-packages")
+    assert cli.shows_info(os.path.join(site, "clu", "metric_writers", "logging_writer.py"))
+    assert cli.shows_info(os.path.join(site, "clu", "platform", "local.py"))
+    for library in ("orbax/checkpoint/_src/path/atomicity.py", "tensorflow_datasets/core/x.py"):
+        assert not cli.shows_info(os.path.join(site, *library.split("/")))
+    assert not cli.shows_info("/home/me/imgcls/.venv/lib/site-packages/orbax/checkpoint/a.py")
+    assert not cli.shows_info(os.path.join(site, "somepackage", "main.py"))

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -90,13 +91,24 @@ def reference(tmp_path_factory, data_dir):
 
 
 def start(config, workdir):
-    return subprocess.Popen(
+    """main.py training `config` in a child process whose console goes to a file: a pipe that
+    nobody reads while the child runs fills up and blocks it."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
         [sys.executable, *flags(config, workdir)],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
         text=True,
     )
+    proc.console = log
+    return proc
+
+
+def console(proc) -> str:
+    """What the child of start() has written to its stderr so far."""
+    proc.console.seek(0)
+    return proc.console.read()
 
 
 def wait_for_logged_step(proc, workdir, step, timeout=300):
@@ -104,7 +116,7 @@ def wait_for_logged_step(proc, workdir, step, timeout=300):
     path = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + timeout
     while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert proc.poll() is None, console(proc)[-3000:]
         if os.path.exists(path):
             with open(path) as f:
                 steps = [json.loads(line)["step"] for line in f if line.endswith("\n")]
@@ -128,10 +140,11 @@ def test_sigkill_and_sigterm_at_random_points_resume_exactly(reference, tmp_path
         time.sleep(rng.uniform(0.0, 0.3))
         if i < 2:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             continue
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        err = console(proc)
         assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
         assert "Traceback" not in err
         message = [line for line in err.splitlines() if line.startswith("imgcls: SIGTERM")]
