@@ -13,15 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from imgcls import (  # noqa: E402
-    cli,
-    evaluate,
-    export,
-    inspection,
-    predict,
-    serve,
-    train,  # noqa: E402
-)
+from imgcls import cli
+from imgcls.evaluation import evaluate, inspection
+from imgcls.inference import export, predict, serve
+from imgcls.training import loop as train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, logs and reports.")
@@ -64,8 +59,8 @@ flags.DEFINE_enum(
     "tta",
     None,
     ["none", "flip", "flip_shift"],
-    "--mode=eval/predict/export/serve: test-time augmentation (imgcls/tta.py). Default: the "
-    "run's config.eval_tta.",
+    "--mode=eval/predict/export/serve: test-time augmentation (imgcls/evaluation/tta.py). "
+    "Default: the run's config.eval_tta.",
 )
 flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host training)."

@@ -3,7 +3,8 @@
 from setuptools import find_packages, setup
 
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"]
-# Optuna studies on PostgreSQL, shared by sweep launchers on several machines (imgcls/study.py).
+# Optuna studies on PostgreSQL, shared by sweep launchers on several machines
+# (imgcls/sweeps/study.py).
 SWEEP_DB = ["psycopg[binary]>=3.2"]
 # examples/quickstart.ipynb, run top to bottom by tests/test_notebook.py in a real kernel.
 NOTEBOOK = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
@@ -13,7 +14,7 @@ setup(
     version="0.1.0",
     description="JAX/Flax research codebase for image classification",
     packages=find_packages(include=["imgcls", "imgcls.*"]),
-    package_data={"imgcls": ["serve_page.html"]},
+    package_data={"imgcls.inference": ["serve_page.html"]},
     python_requires=">=3.11",
     install_requires=[
         "absl-py>=2.1",

@@ -17,7 +17,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from imgcls import config_files, evaluate, train, tta  # noqa: E402
+from imgcls.config import files as config_files  # noqa: E402
+from imgcls.evaluation import evaluate, tta
+from imgcls.training import loop as train
 
 WEIGHTS = ("raw", "ema")
 

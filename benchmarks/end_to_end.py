@@ -22,7 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from imgcls import config_files, data, parallel, state, train  # noqa: E402
+from imgcls import data, parallel
+from imgcls.config import files as config_files  # noqa: E402
+from imgcls.training import loop as train
+from imgcls.training import state
 
 
 def measure(config, steps: int, rounds: int, seconds: float = 0.0) -> dict:

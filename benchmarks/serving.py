@@ -32,8 +32,8 @@ def default_workdir(work):
     from PIL import Image
 
     from configs import default
-    from imgcls import train
-    from imgcls.data import digits
+    from imgcls.data.sources import digits
+    from imgcls.training import loop as train
 
     workdir, images = os.path.join(work, "digits"), os.path.join(work, "digits_png")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
@@ -48,7 +48,7 @@ def default_workdir(work):
 
 
 def bench_predict(predictor, files, repeats):
-    from imgcls import predict
+    from imgcls.inference import predict
 
     paths = files * repeats
     predict.predict_files(predictor, files[: predictor.batch_size])  # warm up
@@ -146,7 +146,7 @@ def main():
 
     import jax
 
-    from imgcls import predict
+    from imgcls.inference import predict
 
     if args.workdir:
         workdir, image_dir = args.workdir, args.images

@@ -26,7 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from imgcls import config_files, data, train  # noqa: E402
+from imgcls import data
+from imgcls.config import files as config_files  # noqa: E402
+from imgcls.training import loop as train
 
 
 def train_once(config_path, seed, assignments, workdir) -> tuple[float, float]:

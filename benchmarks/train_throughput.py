@@ -20,7 +20,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
-from imgcls import models, optim, parallel, state, train  # noqa: E402
+from imgcls import models, parallel  # noqa: E402
+from imgcls.training import loop as train
+from imgcls.training import optim, state
 
 # name: (model config, input shape, classes, CPU batch, accelerator batch)
 CASES = {

@@ -72,7 +72,9 @@ def run_imgcls(case, steps, xla_defaults=False):
     import ml_collections
 
     from configs import default
-    from imgcls import models, optim, parallel, state, train_step
+    from imgcls import models, parallel
+    from imgcls.training import optim, state
+    from imgcls.training import step as train_step
 
     if xla_defaults:
         parallel.CPU_COMPILER_OPTIONS = {}

@@ -85,9 +85,10 @@ def get_config():
     config.augment.erasing = 0.0  # probability of erasing a random rectangle (random values)
     config.augment.mixup = 0.0  # Beta(alpha, alpha) of mixup on device; 0: off
     config.augment.cutmix = 0.0  # Beta(alpha, alpha) of cutmix; with mixup, one per batch
-    # An augmentation policy after the flips (tf.data pipeline only; imgcls/data/autoaugment.py):
-    # 'none', 'randaugment' (N ops of magnitude M), 'trivialaugment_wide' (one op, random
-    # magnitude) or 'autoaugment_imagenet' (AutoAugment's ImageNet policy), as torchvision's.
+    # An augmentation policy after the flips (tf.data pipeline only;
+    # imgcls/data/augment/autoaugment.py): 'none', 'randaugment' (N ops of magnitude M),
+    # 'trivialaugment_wide' (one op, random magnitude) or 'autoaugment_imagenet' (AutoAugment's
+    # ImageNet policy), as torchvision's.
     config.augment.policy = "none"
     config.augment.randaugment_num_ops = 2  # N
     config.augment.randaugment_magnitude = 9  # M, in 0-30 (torchvision's 31 bins)
@@ -146,7 +147,7 @@ def get_config():
     # many training images (eval preprocessing), when a run starts fresh.
     config.data_init_images = 5000
 
-    # Transfer learning (imgcls/warm_start.py; README "Transfer learning").
+    # Transfer learning (imgcls/transfer/warm_start.py; README "Transfer learning").
     # Initial weights when the run starts fresh (a workdir with a checkpoint resumes instead):
     # '' (none), a training workdir 'W' (its best checkpoint, else its latest), 'W:best',
     # 'W:latest', 'W:<step>', 'keras' (Keras' ImageNet ResNet50, for resnet50_v1; downloaded
@@ -173,15 +174,16 @@ def get_config():
     config.num_train_steps = -1  # wins over num_epochs when > 0
     config.eval_every_epochs = 10.0
     # > 0: keep an exponential moving average (EMA) of the weights and BatchNorm statistics with
-    # this decay (e.g. 0.999; imgcls/ema.py). Validation reports both (eval_* and eval_ema_*),
-    # the best checkpoint is the better of the two, and eval/predict/export/serve use the EMA
-    # unless --weights=raw.
+    # this decay (e.g. 0.999; imgcls/training/ema.py). Validation reports both (eval_* and
+    # eval_ema_*), the best checkpoint is the better of the two, and eval/predict/export/serve
+    # use the EMA unless --weights=raw.
     config.ema_decay = 0.0
     # > 0: EMA warm-up as timm's: the decay of update t is min(ema_decay, 1 - t^-power)
     # (2/3 suits runs of 1M+ steps, 3/4 shorter ones).
     config.ema_warmup_power = 0.0
-    # Test-time augmentation of validation, the final report, eval and predict (imgcls/tta.py):
-    # 'none', 'flip' (mirror average) or 'flip_shift' (plus 1-pixel shifts: 6 views).
+    # Test-time augmentation of validation, the final report, eval and predict
+    # (imgcls/evaluation/tta.py): 'none', 'flip' (mirror average) or 'flip_shift' (plus 1-pixel
+    # shifts: 6 views).
     config.eval_tta = "none"
     # Stop when the validation accuracy has not improved for this many evaluations (0: off).
     config.early_stopping_patience = 0

@@ -43,7 +43,7 @@ Result:   with ImageNet weights: not yet measured. Measured instead: this config
 """
 
 from configs import default
-from imgcls.keras_import import KERAS_RESNET50_MEAN, KERAS_RESNET50_STD
+from imgcls.transfer.keras_import import KERAS_RESNET50_MEAN, KERAS_RESNET50_STD
 
 
 def get_config():

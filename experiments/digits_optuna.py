@@ -1,6 +1,6 @@
 """Optuna (TPE + median pruning) over the digits CNN's optimizer and regularisation.
 
-Command:  python -m imgcls.sweep experiments/digits_optuna.py --workdir=runs/digits_optuna \
+Command:  python -m imgcls.sweeps experiments/digits_optuna.py --workdir=runs/digits_optuna \
               --search=optuna --trials=20 --parallel=2
           Several machines: add --storage=postgresql://user:pass@host/db to each.
 Hardware: 2 CPU cores.

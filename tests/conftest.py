@@ -140,7 +140,7 @@ def tiny_folder_config(path, data_dir):
 @pytest.fixture(scope="session")
 def tiny_folder_workdir(tmp_path_factory, data_dir):
     """(workdir, config) of the tiny folder model, trained once per test process."""
-    from imgcls import train
+    from imgcls.training import loop as train
 
     root = make_tiny_folder(tmp_path_factory.mktemp("tiny_folder"))
     config = tiny_folder_config(root, data_dir)

@@ -15,10 +15,15 @@ import pytest
 from conftest import ROOT, load_config
 from flax import traverse_util
 
-from imgcls import checkpointing, data, models, optim, parallel, state, train, train_step
-from imgcls.data import device_pipeline, jax_augment
-from imgcls.interrupts import Preempted
+from imgcls import data, models, parallel
+from imgcls.data.augment import jax_ops as jax_augment
+from imgcls.data.pipelines import device as device_pipeline
 from imgcls.models import airbench
+from imgcls.run import checkpointing
+from imgcls.training import loop as train
+from imgcls.training import optim, state
+from imgcls.training import step as train_step
+from imgcls.training.preemption import Preempted
 
 SHARED_DATA = pathlib.Path(ROOT).resolve().parent / "shared" / "data"
 CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"

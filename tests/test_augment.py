@@ -1,4 +1,4 @@
-"""Tests of imgcls.data.augment: per-image TF augmentations keyed by stateless seeds.
+"""Tests of imgcls.data.augment.tf_ops: per-image TF augmentations keyed by stateless seeds.
 
 Each augmentation is switched on alone (and all together) and checked for shape, dtype,
 determinism per key, variation across keys, and that it does what it says on crafted images.
@@ -16,8 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configs import default  # noqa: E402
-from imgcls.data import augment  # noqa: E402
 from imgcls.data._tf import tf  # noqa: E402
+from imgcls.data.augment import tf_ops as augment  # noqa: E402
 
 NUM_KEYS = 12
 ALL_ON = dict(

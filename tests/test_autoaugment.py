@@ -8,8 +8,11 @@ import pytest
 import tensorflow as tf
 from conftest import load_config
 
-from imgcls import config_check, inspection
-from imgcls.data import autoaugment, jax_augment, policies, preprocess
+from imgcls.config import check as config_check
+from imgcls.data import preprocess
+from imgcls.data.augment import autoaugment, policies
+from imgcls.data.augment import jax_ops as jax_augment
+from imgcls.evaluation import inspection
 
 
 def const(x, dtype=tf.float32):

@@ -1,4 +1,4 @@
-"""Tests for imgcls.cam: Grad-CAM points at the evidence a trained model uses, on any model."""
+"""Tests for imgcls.evaluation.grad_cam: Grad-CAM points at the evidence a trained model uses."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from imgcls.cam import cam_argmax, grad_cam
+from imgcls.evaluation.grad_cam import cam_argmax, grad_cam
 from imgcls.models import create_model
 
 SIZE = 32

@@ -8,7 +8,10 @@ import os
 import pytest
 from conftest import load_config
 
-from imgcls import cli, config_check, files, train
+from imgcls import cli
+from imgcls.config import check as config_check
+from imgcls.run import files
+from imgcls.training import loop as train
 
 CONFIGS = (
     "default",

@@ -365,7 +365,7 @@ def test_concurrent_preparation_of_the_same_data_dir(tmp_path):
 def test_losing_the_preparation_race_reads_the_winners_data(error):
     """TFDS renames its finished folder into place; the processes that lose the race get
     EEXIST or ENOTEMPTY (seen in CI) and must read the winner's. Any other failure stands."""
-    from imgcls.data.tfds_source import prepare_builder
+    from imgcls.data.sources.catalog import prepare_builder
 
     prepared = {"by_other": False}
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import load_config, run_python
 
-from imgcls import data, parallel, train
+from imgcls import data, parallel
+from imgcls.training import loop as train
 
 
 def synthetic_config(pipeline, **augment):
@@ -132,7 +133,7 @@ def test_device_pipeline_trains_as_well_as_tf_data(data_dir, tmp_path):
 
 
 def test_auto_picks_the_device_pipeline_when_it_fits_and_can_augment(monkeypatch, tmp_path):
-    from imgcls.data import choice
+    from imgcls.data.pipelines import choice
 
     config = synthetic_config("auto", horizontal_flip=True, erasing=0.5)
     info = data.get_dataset_info(config)

@@ -10,7 +10,12 @@ import pytest
 from conftest import load_config
 from test_train import restore_final
 
-from imgcls import checkpointing, ema, evaluate, parallel, predict, train
+from imgcls import parallel
+from imgcls.evaluation import evaluate
+from imgcls.inference import predict
+from imgcls.run import checkpointing
+from imgcls.training import ema
+from imgcls.training import loop as train
 
 
 class Interrupted(Exception):

@@ -11,8 +11,10 @@ from conftest import load_config, run_python
 from PIL import Image
 from sklearn import metrics as skm
 
-from imgcls import evaluate, losses, train
-from imgcls import metrics as metrics_lib
+from imgcls import losses
+from imgcls.evaluation import evaluate
+from imgcls.evaluation import metrics as metrics_lib
+from imgcls.training import loop as train
 
 FIGURES = (
     "confusion_matrix.png",

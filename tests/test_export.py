@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_python
 
-from imgcls import export, predict
+from imgcls.inference import export, predict
 
 SAVED_MODEL_SCRIPT = """
 import sys, numpy as np, tensorflow as tf
@@ -28,7 +28,7 @@ np.savez(out, probabilities=served["probabilities"].numpy(),
 
 JAX_EXPORT_SCRIPT = """
 import sys, numpy as np
-from imgcls import export
+from imgcls.inference import export
 predict, info = export.load_jax_export(sys.argv[1])
 np.save(sys.argv[3], np.asarray(predict(np.load(sys.argv[2]))))
 assert "tensorflow" not in sys.modules, "the jax.export artifact must load without TensorFlow"
@@ -121,8 +121,8 @@ def test_grayscale_saved_model_reads_png_gif_and_bmp(digits_config, tmp_path):
     SavedModel converts them from RGB; the digits' gray pixels come out exactly."""
     from PIL import Image
 
-    from imgcls import train
-    from imgcls.data import digits
+    from imgcls.data.sources import digits
+    from imgcls.training import loop as train
 
     digits_config.num_train_steps = 30
     workdir = str(tmp_path / "run")

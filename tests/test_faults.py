@@ -23,9 +23,14 @@ import numpy as np
 import pytest
 from conftest import ROOT, load_config, run_python
 
-from imgcls import checkpointing, data, evaluate, parallel, predict, train, train_step
-from imgcls import state as state_lib
-from imgcls.interrupts import Preempted
+from imgcls import data, parallel
+from imgcls.evaluation import evaluate
+from imgcls.inference import predict
+from imgcls.run import checkpointing
+from imgcls.training import loop as train
+from imgcls.training import state as state_lib
+from imgcls.training import step as train_step
+from imgcls.training.preemption import Preempted
 
 STEPS = 60
 TIMING_KEYS = ("steps_per_sec",)
@@ -158,7 +163,7 @@ def test_sigkill_and_sigterm_at_random_points_resume_exactly(reference, tmp_path
     sources = {line.split("]")[0].split()[-1].split(":")[0] for line in info}
     # Ours (state.py: the splits line) and CLU's progress lines (and TensorFlow's C++ start-up
     # line); no Orbax INFO.
-    ours = {"cli.py", "state.py", "train.py", "logging_writer.py", "local.py", "port.cc"}
+    ours = {"cli.py", "state.py", "loop.py", "logging_writer.py", "local.py", "port.cc"}
     assert sources <= ours, sources
     assert_same_state(final_state(config, workdir), final_state(config, ref_dir))
     assert metric_rows(workdir) == metric_rows(ref_dir)
@@ -377,7 +382,7 @@ import io, json, resource, sys, threading
 import numpy as np
 from PIL import Image
 from fastapi.testclient import TestClient
-from imgcls import predict, serve
+from imgcls.inference import predict, serve
 
 def encoded(side, fmt):
     buffer = io.BytesIO()
@@ -410,7 +415,7 @@ def test_worst_case_uploads_cannot_make_the_server_pin_gigabytes(checkpointed):
     proc = run_python(["-c", SERVE_MEMORY, workdir])
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    from imgcls import serve
+    from imgcls.inference import serve
 
     assert result["statuses"] == {
         "png16mp.png": [200] * 6,

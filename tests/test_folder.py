@@ -1,4 +1,4 @@
-"""Tests of imgcls.data.folder: a folder of images as a dataset (config.dataset.name='folder').
+"""Tests of imgcls.data.sources.folder: a folder of images as a dataset (dataset.name='folder').
 
 Small image trees are generated with PIL in tmp_path (both layouts, many formats, unreadable
 files). When ../shared/data holds the real CIFAR-10 (JPEG) and flowers archives, they are
@@ -21,8 +21,10 @@ from conftest import folder_config
 from PIL import Image, ImageOps
 
 import imgcls.data as data
-from imgcls import images
-from imgcls.data import folder, folder_scan, sources, tfds_source
+from imgcls.data import images
+from imgcls.data.sources import catalog as tfds_source
+from imgcls.data.sources import folder, folder_scan
+from imgcls.data.sources import registry as sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -493,7 +495,7 @@ def test_cifar10_jpeg_folder(tmp_path):
 
 @pytest.mark.skipif(not FLOWERS_ARCHIVE.exists(), reason=f"{FLOWERS_ARCHIVE} not found")
 def test_flowers_folder_trains_above_chance(tmp_path):
-    from imgcls import train
+    from imgcls.training import loop as train
 
     root = _untar(FLOWERS_ARCHIVE, tmp_path / "flowers") / "flowers"
     config = folder_config(root, tmp_path / "tfds", image_size=32)

@@ -14,10 +14,14 @@ import pytest
 from conftest import load_config
 from PIL import Image
 
-from imgcls import data, export, inspection, predict, train
-from imgcls import state as state_lib
-from imgcls.data import auto, folder, splits
+from imgcls import data
+from imgcls.data import auto, splits
+from imgcls.data.sources import folder
+from imgcls.evaluation import inspection
+from imgcls.inference import export, predict
 from imgcls.models import sizing
+from imgcls.training import loop as train
+from imgcls.training import state as state_lib
 
 CLASSES = ("ant", "bee", "cow")
 
@@ -315,7 +319,7 @@ def test_auto_run_saves_resolved_values(auto_run):
 def test_predict_export_serve_on_an_auto_run(auto_run, tmp_path):
     from fastapi.testclient import TestClient
 
-    from imgcls import serve
+    from imgcls.inference import serve
 
     workdir, result, root = auto_run
     predictor = predict.Predictor(workdir, batch_size=4)
@@ -387,7 +391,7 @@ def test_auto_on_a_source_without_statistics():
 
 
 def test_stratified_order_spreads_every_class():
-    from imgcls.data import folder_scan
+    from imgcls.data.sources import folder_scan
 
     sizes = {0: 20, 1: 7, 2: 3}
     entries = [(f"c{c}/{i}.png", c, 1, 1) for c, n in sizes.items() for i in range(n)]
@@ -404,7 +408,7 @@ def test_stratified_order_spreads_every_class():
 def test_overrides_of_auto_keys_pass_the_config_check():
     """--config.dataset.image_size=64 on folder_cnn arrives as the text '64' (the key is 'auto'
     there): the check reads it as the value it spells, and refuses text that spells none."""
-    from imgcls import config_check
+    from imgcls.config import check as config_check
 
     config = folder_cnn("/data", "")
     with config.dataset.ignore_type():

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from imgcls import hyper
+from imgcls.sweeps import hyper
 
 LR = "optimizer.learning_rate"
 

@@ -16,7 +16,7 @@ PACKAGE = "imgcls"
 
 
 def module_files() -> dict[str, str]:
-    """{'imgcls.data.pipeline': path, ...} of every module of the package."""
+    """{'imgcls.data.pipelines.tf_data': path, ...} of every module of the package."""
     modules = {}
     for directory, _, names in os.walk(os.path.join(ROOT, PACKAGE)):
         for name in names:
@@ -97,9 +97,15 @@ def test_find_cycle_finds_cycles_and_only_cycles():
 
 def test_graph_sees_top_level_lazy_and_submodule_imports():
     graph = import_graph()
-    assert "imgcls.state" in graph["imgcls.train"]  # `from imgcls import state as state_lib`
-    assert "imgcls.writers" in graph["imgcls.train"]  # imported inside train_and_evaluate
-    assert "imgcls.data.pipeline" in graph["imgcls.data"]  # lazy, in the package's __init__
+    assert (
+        "imgcls.training.state" in graph["imgcls.training.loop"]
+    )  # `from imgcls import state as state_lib`
+    assert (
+        "imgcls.run.writers" in graph["imgcls.training.loop"]
+    )  # imported inside train_and_evaluate
+    assert (
+        "imgcls.data.pipelines.tf_data" in graph["imgcls.data"]
+    )  # lazy, in the package's __init__
     assert "imgcls.data.info" in graph["imgcls.data.batching"]  # `from imgcls.data.info import`
 
 
@@ -109,19 +115,25 @@ def test_imgcls_imports_have_no_cycle():
 
 
 @pytest.mark.parametrize(
-    "module", ["imgcls.predict", "imgcls.export", "imgcls.serve", "imgcls.evaluate"]
+    "module",
+    [
+        "imgcls.inference.predict",
+        "imgcls.inference.export",
+        "imgcls.inference.serve",
+        "imgcls.evaluation.evaluate",
+    ],
 )
 def test_modes_that_use_a_workdir_never_import_the_training_loop(module):
-    assert "imgcls.train" not in reachable(import_graph(), module)
+    assert "imgcls.training.loop" not in reachable(import_graph(), module)
 
 
 def test_the_web_server_reads_images_without_the_dataset_builders():
-    """Serve and predict validate uploads with imgcls.images; importing them loads no dataset
+    """Serve and predict validate uploads with imgcls.data.images; importing them loads no dataset
     builder (only a workdir trained before dataset_info.json existed reads its dataset)."""
-    assert "imgcls.images" in import_graph()["imgcls.predict"]
+    assert "imgcls.data.images" in import_graph()["imgcls.inference.predict"]
     code = (
-        "import sys, imgcls.serve, imgcls.predict; "
-        "loaded = {'imgcls.data.folder', 'imgcls.data.sources', 'tensorflow'} & set(sys.modules); "
+        "import sys, imgcls.inference.serve, imgcls.inference.predict; "
+        "loaded = {'imgcls.data.sources.folder', 'imgcls.data.sources.registry', 'tensorflow'} & set(sys.modules); "
         "assert not loaded, loaded"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -130,7 +142,7 @@ def test_the_web_server_reads_images_without_the_dataset_builders():
 
 def test_the_run_library_and_the_train_step_import_without_tensorflow():
     code = (
-        "import sys, imgcls.state, imgcls.train, imgcls.evaluate, imgcls.export; "
+        "import sys, imgcls.training.state, imgcls.training.loop, imgcls.evaluation.evaluate, imgcls.inference.export; "
         "assert 'tensorflow' not in sys.modules, 'TF imported'"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Tests of imgcls.data.jax_augment: TF-free batch augmentations, mixup and cutmix.
+"""Tests of imgcls.data.augment.jax_ops: TF-free batch augmentations, mixup and cutmix.
 
 Same properties as tests/test_augment.py (shape, dtype, determinism per key, variation across
 keys, the op does what it says), plus jittability and mixing arithmetic checked on batches of
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configs import default  # noqa: E402
-from imgcls.data import jax_augment as ja  # noqa: E402
+from imgcls.data.augment import jax_ops as ja  # noqa: E402
 
 BATCH = 16
 
@@ -172,7 +172,7 @@ def test_mix_off_is_identity():
 
 
 def test_no_tensorflow_import():
-    code = "import sys, imgcls.data.jax_augment; assert 'tensorflow' not in sys.modules"
+    code = "import sys, imgcls.data.augment.jax_ops; assert 'tensorflow' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
 

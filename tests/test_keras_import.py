@@ -1,4 +1,4 @@
-"""Tests for imgcls.keras_import and resnet50_v1: Keras ResNet50 weights give Keras' logits.
+"""imgcls.transfer.keras_import and resnet50_v1: Keras ResNet50 weights give Keras' logits.
 
 The Keras model is randomly initialised (no download): its BatchNorm statistics and affine
 parameters and its conv biases are randomized, since Keras initialises them to no-ops.
@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from imgcls import keras_weights
 from imgcls.data.normalize import normalize
-from imgcls.keras_import import (
+from imgcls.models import ResNetV1, count_params, create_model
+from imgcls.transfer import keras_weights
+from imgcls.transfer.keras_import import (
     KERAS_RESNET50_FILE,
     KERAS_RESNET50_MEAN,
     KERAS_RESNET50_STD,
     load_keras_resnet50,
 )
-from imgcls.models import ResNetV1, count_params, create_model
 
 keras = pytest.importorskip("keras")
 
@@ -220,8 +220,9 @@ def test_warm_start_from_keras_weights(keras_resnet50, imported, tmp_path):
     """config.init_from='keras:<file>' into resnet50_v1 with 5 classes: head fresh, rest Keras'."""
     import optax
 
-    from imgcls import parallel, warm_start
-    from imgcls import state as state_lib
+    from imgcls import parallel
+    from imgcls.training import state as state_lib
+    from imgcls.transfer import warm_start
 
     _, path = keras_resnet50
     config = load_config()

@@ -1,4 +1,4 @@
-"""init_from='keras' downloads Keras' ResNet50 weights when not cached (imgcls.keras_weights).
+"""init_from='keras' downloads Keras' ResNet50 weights when not cached (transfer.keras_weights).
 
 Nothing here reaches the internet: a small file is served by an HTTP server on 127.0.0.1, and
 the download URL and hash are pointed at it.
@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from imgcls import keras_weights, warm_start
+from imgcls.transfer import keras_weights, warm_start
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, np.uint8).tobytes()
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -46,7 +46,7 @@ imgcls.data.create_train_iterator = two_host_stream
 
 # After training, every process takes part in evaluating the checkpoint; process 0 writes it.
 EVALUATE = """
-from imgcls import evaluate
+from imgcls.evaluation import evaluate
 evaluate.evaluate_checkpoint(sys.argv[2])
 """
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from imgcls import optim
+from imgcls.training import optim
 
 
 def test_warmup_then_cosine_to_zero():

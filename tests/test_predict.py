@@ -10,8 +10,11 @@ import pytest
 from conftest import run_python
 from PIL import Image
 
-from imgcls import evaluate, images, predict, train
-from imgcls.data import folder
+from imgcls.data import images
+from imgcls.data.sources import folder
+from imgcls.evaluation import evaluate
+from imgcls.inference import predict
+from imgcls.training import loop as train
 
 
 def _softmax(logits):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, classification_report
 
-from imgcls import report
+from imgcls.evaluation import report
 
 NAMES6 = ["airplane", "bird", "cat", "dog", "frog", "ship"]
 KEYS = {"precision": "precision", "recall": "recall", "f1": "f1-score", "support": "support"}

@@ -18,8 +18,9 @@ import pytest
 from conftest import load_config
 from PIL import Image
 
-from imgcls import predict, serve, train
-from imgcls.data import digits
+from imgcls.data.sources import digits
+from imgcls.inference import predict, serve
+from imgcls.training import loop as train
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice that it prefers httpx2 to httpx

@@ -19,7 +19,7 @@ def write_sweep(tmp_path, data_dir, trials_code, extra=""):
     fixed = {**TINY, "dataset.data_dir": data_dir}
     path = tmp_path / "sweep_def.py"
     path.write_text(
-        "from imgcls import hyper\n"
+        "from imgcls.sweeps import hyper\n"
         "BASE_CONFIG = 'configs/default.py'\n"
         f"FIXED = {fixed!r}\n"
         "def get_trials():\n"
@@ -29,7 +29,7 @@ def write_sweep(tmp_path, data_dir, trials_code, extra=""):
 
 
 def sweep(*args, timeout=600):
-    return run_python(["-m", "imgcls.sweep", *map(str, args)], timeout=timeout)
+    return run_python(["-m", "imgcls.sweeps", *map(str, args)], timeout=timeout)
 
 
 def read_csv(path):
@@ -102,7 +102,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     spec = write_sweep(tmp_path, data_dir, "[{'seed': 0}, {'seed': 1, 'num_train_steps': 400}]")
     workdir = tmp_path / "sweep"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "imgcls.sweep", spec, "--workdir", str(workdir)],
+        [sys.executable, "-m", "imgcls.sweeps", spec, "--workdir", str(workdir)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -206,7 +206,7 @@ def test_optuna_search_prunes_or_ranks_diverging_trials_last(tmp_path, data_dir)
 
 
 def test_parallel_trials_get_their_own_gpus():
-    from imgcls.launcher import Devices
+    from imgcls.sweeps.launcher import Devices
 
     def slots(devices, n):
         return [devices.slots.get() for _ in range(n)]

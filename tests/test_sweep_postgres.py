@@ -17,8 +17,9 @@ import pytest
 from conftest import ROOT
 from postgres_cluster import Cluster, find_binaries
 
-from imgcls import study as study_lib
-from imgcls import sweep, sweep_results
+from imgcls.sweeps import results as sweep_results
+from imgcls.sweeps import study as study_lib
+from imgcls.sweeps import sweep
 
 GOOD, BAD = 3e-3, 300.0  # adamw learning rates: learns / diverges at once
 SPACE = """
@@ -64,7 +65,7 @@ def launch():
     started = []
 
     def start(spec, workdir, url, study, *args):
-        command = [sys.executable, "-m", "imgcls.sweep", spec, "--workdir", str(workdir)]
+        command = [sys.executable, "-m", "imgcls.sweeps", spec, "--workdir", str(workdir)]
         command += ["--search=optuna", f"--storage={url}", f"--study_name={study}"]
         proc = subprocess.Popen(
             command + ["--heartbeat=1", *map(str, args)],
@@ -148,7 +149,7 @@ def test_two_launchers_share_a_study_and_prune_across_machines(
     out_a, out_b = finish(a), finish(b)
 
     # When both launchers take the last place at once, the later-numbered trial goes back to
-    # the queue unrun (WAITING; imgcls/study.py): it is no trial of the sweep.
+    # the queue unrun (WAITING; imgcls/sweeps/study.py): it is no trial of the sweep.
     waiting = optuna.trial.TrialState.WAITING
     trials = [t for t in trials_of(url, name) if t.state != waiting]
     put_back = [t for t in trials_of(url, name) if t.state == waiting]

@@ -7,7 +7,8 @@ import math
 import pytest
 from PIL import Image
 
-from imgcls import hyper, sweep_results
+from imgcls.sweeps import hyper
+from imgcls.sweeps import results as sweep_results
 
 LR = "optimizer.learning_rate"
 

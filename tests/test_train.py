@@ -9,8 +9,10 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import load_config, run_python
 
-from imgcls import checkpointing, data, parallel, train
-from imgcls import state as state_lib
+from imgcls import data, parallel
+from imgcls.run import checkpointing
+from imgcls.training import loop as train
+from imgcls.training import state as state_lib
 
 
 def read_jsonl(workdir):
@@ -195,7 +197,7 @@ DEVICE_RUN = """
 import sys, json, numpy as np, jax
 sys.path.insert(0, 'tests')
 from conftest import load_config
-from imgcls import train
+from imgcls.training import loop as train
 config = load_config()
 config.dataset.data_dir = sys.argv[1]
 config.model = dict(name='resnet18', num_filters=4, stem='small', stage_sizes=(1, 1))

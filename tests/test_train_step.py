@@ -9,7 +9,9 @@ import pytest
 from conftest import load_config, run_python
 from jax.sharding import PartitionSpec as P
 
-from imgcls import ema, models, optim, parallel, state, train_step
+from imgcls import models, parallel
+from imgcls.training import ema, optim, state
+from imgcls.training import step as train_step
 
 NO_BN_MODEL = {"name": "cnn", "features": (4,), "dense_features": 8, "dropout_rate": 0.0}
 

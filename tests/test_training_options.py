@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 from conftest import load_config, run_python
 
-from imgcls import checkpointing, data, inspection, metrics, parallel, train
-from imgcls import state as state_lib
+from imgcls import data, parallel
+from imgcls.evaluation import inspection, metrics
+from imgcls.run import checkpointing
+from imgcls.training import loop as train
+from imgcls.training import state as state_lib
 
 
 def read_jsonl(workdir):
@@ -118,8 +121,8 @@ def test_class_weights_and_weighted_loss(digits_config):
 
 
 def test_balanced_resampling_evens_out_classes():
-    from imgcls.data import pipeline
     from imgcls.data._tf import tf
+    from imgcls.data.pipelines import tf_data as pipeline
 
     labels = np.array([0] * 900 + [1] * 100)
     rates = data.balanced_class_weights(np.bincount(labels))
@@ -297,7 +300,7 @@ def test_main_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_f
 
 
 def test_train_split_too_big_for_memory_is_not_cached(digits_config, monkeypatch, caplog):
-    from imgcls.data import pipeline
+    from imgcls.data.pipelines import tf_data as pipeline
 
     digits_config.dataset.pipeline = "tf"  # the tf.data pipeline's cache
     info = data.get_dataset_info(digits_config)

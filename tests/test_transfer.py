@@ -1,4 +1,4 @@
-"""Transfer learning: warm start (imgcls.warm_start) and a frozen / unfrozen backbone (optim).
+"""Transfer learning: warm start (transfer.warm_start) and a frozen / unfrozen backbone (optim).
 
 The source is a tiny ResNet trained briefly on digits; the targets are synthetic datasets of
 the same image shape with another class count. The warm-start-beats-scratch test trains on the
@@ -20,8 +20,11 @@ import pytest
 from conftest import folder_config, load_config
 from flax import traverse_util
 
-from imgcls import checkpointing, data, models, parallel, train, warm_start
-from imgcls import state as state_lib
+from imgcls import data, models, parallel
+from imgcls.run import checkpointing
+from imgcls.training import loop as train
+from imgcls.training import state as state_lib
+from imgcls.transfer import warm_start
 
 TINY = {"name": "resnet18", "stem": "small", "num_filters": 4, "stage_sizes": (1, 1)}
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -352,8 +355,8 @@ def test_warm_start_beats_scratch_on_flowers(tmp_path):
 
 def test_transfer_config_fits_the_keras_weights():
     """configs/transfer_resnet50_folder.py builds resnet50_v1, whose arrays are Keras' ResNet50's
-    (1000 classes, as imgcls.keras_import returns them) but for the head."""
-    from imgcls.keras_import import KERAS_RESNET50_MEAN, MODEL_NAME, NUM_CLASSES
+    (1000 classes, as imgcls.transfer.keras_import returns them) but for the head."""
+    from imgcls.transfer.keras_import import KERAS_RESNET50_MEAN, MODEL_NAME, NUM_CLASSES
 
     config = load_config("transfer_resnet50_folder")
     assert config.init_from == "keras" and config.model.name == MODEL_NAME

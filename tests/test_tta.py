@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from imgcls import models, tta
+from imgcls import models
+from imgcls.evaluation import tta
 
 
 def images(n=3, h=6, w=5, c=2, seed=0):

@@ -5,12 +5,12 @@ normalize are TF-free, and the functions that build tf.data pipelines import the
 on first call. Models and training can therefore run where TensorFlow is not installed.
 """
 
-from imgcls.data import jax_augment
+from imgcls.data.augment import jax_ops as jax_augment
 from imgcls.data.balance import balanced_class_weights, check_balance
 from imgcls.data.batching import num_eval_batches, steps_per_epoch
-from imgcls.data.choice import resolve as resolve_pipeline
 from imgcls.data.info import DatasetInfo
 from imgcls.data.normalize import normalize
+from imgcls.data.pipelines.choice import resolve as resolve_pipeline
 from imgcls.data.splits import resolve_splits, validation_split
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
 
 def get_dataset_info(config):
     """DatasetInfo of config.dataset (prepares TFDS data into config.dataset.data_dir once)."""
-    from imgcls.data import pipeline
+    from imgcls.data.pipelines import tf_data as pipeline
 
     return pipeline.get_dataset_info(config)
 
@@ -49,7 +49,7 @@ def resolve_dataset(config):
     recorded (imgcls.data.auto). A config without 'auto' values comes back as it was, its
     validation_fraction turned into split slices.
     """
-    from imgcls.data import pipeline
+    from imgcls.data.pipelines import tf_data as pipeline
 
     return pipeline.resolve_dataset(config)
 
@@ -61,11 +61,11 @@ def create_train_iterator(config, info, start_step=0, mesh=None):
     exactly the batches an uninterrupted run yields from that step on. With
     config.dataset.pipeline 'tf' the batches are host-local numpy arrays; with 'device' they
     are global arrays already sharded over `mesh` (all devices when None); 'auto' picks one
-    (imgcls.data.choice).
+    (imgcls.data.pipelines.choice).
     """
     config = resolve_pipeline(config, info, log=False)
     if config.dataset.pipeline == "device":
-        from imgcls.data import device_pipeline
+        from imgcls.data.pipelines import device as device_pipeline
 
         return device_pipeline.DeviceTrainIterator(config, info, start_step, mesh)
     if config.dataset.pipeline != "tf":
@@ -79,7 +79,7 @@ def create_train_iterator(config, info, start_step=0, mesh=None):
             f"{keys}: only the device input pipeline implements these; set "
             "config.dataset.pipeline='device' (or 'auto') or switch them off."
         )
-    from imgcls.data import pipeline
+    from imgcls.data.pipelines import tf_data as pipeline
 
     return pipeline.create_train_iterator(config, info, start_step)
 
@@ -90,7 +90,7 @@ def create_eval_iterator(config, info, split=None):
     Padded and masked so every example of the split is seen exactly once; `index` is the
     example's position in the split (-1 for padding). split defaults to config.dataset.eval_split.
     """
-    from imgcls.data import pipeline
+    from imgcls.data.pipelines import tf_data as pipeline
 
     return pipeline.create_eval_iterator(config, info, split)
 
@@ -117,6 +117,6 @@ def class_weights(config, info):
 
 def count_labels(config, info, split):
     """Examples per class (int array of length num_classes) in the whole split."""
-    from imgcls.data import pipeline
+    from imgcls.data.pipelines import tf_data as pipeline
 
     return pipeline.count_labels(config, info, split)

@@ -14,12 +14,12 @@ rules, from the statistics an image folder records at preparation (Source.image_
 
 A source that records no statistics resolves image_size and channels from a fixed image shape
 and asks for explicit values otherwise. A value given on the command line for a key that is
-'auto' in the config arrives as text ('64', '(0.5,)'); imgcls.config_values reads it. TF-free.
+'auto' in the config arrives as text ('64', '(0.5,)'); imgcls.values reads it. TF-free.
 """
 
 import math
 
-from imgcls.config_values import is_auto, parse_value
+from imgcls.values import is_auto, parse_value
 
 AUTO_KEYS = ("image_size", "channels", "mean", "std")  # of config.dataset
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, SIZE_MULTIPLE = 32, 224, 8

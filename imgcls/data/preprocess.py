@@ -6,8 +6,8 @@ is a pure function of its position in the stream and resuming reproduces it exac
 stay uint8 (rounded and clipped after resizing); normalization happens on device.
 """
 
-from imgcls.data import augment
 from imgcls.data._tf import tf
+from imgcls.data.augment import tf_ops as augment
 
 INCEPTION_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # random-resized crop: aspect ratio range
 INCEPTION_MAX_ATTEMPTS = 10  # then fall back to the whole image

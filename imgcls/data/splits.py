@@ -8,7 +8,7 @@ folders store class-interleaved, so the carved part is stratified. Without a tes
 validation split is also the final report's split. Explicit values always win.
 """
 
-from imgcls.config_values import is_auto, parse_number
+from imgcls.values import is_auto, parse_number
 
 # The roles of a run's splits, the config key of each, and the split names each is found by.
 ROLE_KEYS = {"train": "train_split", "validation": "validation_split", "test": "eval_split"}

@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imgcls.config_values import is_auto
 from imgcls.models.airbench import Airbench, Airbench94, Airbench96
 from imgcls.models.cnn import CNN
 from imgcls.models.resnet import (
@@ -44,6 +43,7 @@ from imgcls.models.wide_resnet import (
     PreActResNet18,
     WideResNet,
 )
+from imgcls.values import is_auto
 
 __all__ = [
     "MODELS",
@@ -86,7 +86,7 @@ MODELS = {
     "resnet101": ResNet101,
     "resnet152": ResNet152,
     "resnet200": ResNet200,
-    # v1 as in Keras Applications (imgcls.keras_import loads its ImageNet weights).
+    # v1 as in Keras Applications (imgcls.transfer.keras_import loads its ImageNet weights).
     "resnet50_v1": ResNet50V1,
     "resnet101_v1": ResNet101V1,
     "resnet152_v1": ResNet152V1,
@@ -167,7 +167,7 @@ def create_model(
     if auto:
         raise ValueError(
             f"config.model.{auto[0]}='auto' is resolved from the images when a run starts "
-            "(imgcls.state.resolve_run); give a value here instead."
+            "(imgcls.training.state.resolve_run); give a value here instead."
         )
     # ConfigDict.to_dict and JSON round trips turn tuples into lists; modules expect tuples.
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}

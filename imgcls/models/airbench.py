@@ -74,7 +74,8 @@ class Airbench(nn.Module):
     """airbench94 by default; widths (128, 384, 512) with residual_conv=True is airbench96.
 
     bn_momentum is flax's (the share of the running averages kept per step). The whitening
-    kernel is set from the data (`init_from_data`) and frozen (`FROZEN`, read by imgcls.optim).
+    kernel is set from the data (`init_from_data`) and frozen (`FROZEN`, read by
+    imgcls.training.optim).
     """
 
     num_classes: int
@@ -120,7 +121,7 @@ class Airbench(nn.Module):
         for features in self.widths:
             x = ConvGroup(features, norm, self.dtype, self.residual_conv)(x)
         x = max_pool(x, (3, 3), strides=(3, 3), padding="VALID")
-        if not self.is_initializing():  # the Grad-CAM hook (imgcls.cam)
+        if not self.is_initializing():  # the Grad-CAM hook (imgcls.evaluation.grad_cam)
             x = self.perturb("features", x)
         self.sow("intermediates", "features", x)
         x = x.reshape((x.shape[0], -1))

@@ -33,8 +33,8 @@ class CNN(nn.Module):
             x = nn.relu(x)
             # SAME padding keeps odd sizes valid: 8x8 -> 4x4 -> 2x2 -> 1x1.
             x = max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-        # Grad-CAM hook (imgcls.cam): adds a zero "perturbations" variable, whose gradient is the
-        # feature map's; a no-op unless that collection is passed. Skipped under init so the
+        # Grad-CAM hook (imgcls.evaluation.grad_cam): adds a zero "perturbations" variable,
+        # whose gradient is the feature map's; a no-op unless that collection is passed. Skipped under init so the
         # variables hold no batch-shaped array (only params and batch_stats).
         if not self.is_initializing():
             x = self.perturb("features", x)

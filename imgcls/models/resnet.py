@@ -55,8 +55,8 @@ def check_stem(stem: str) -> None:
 def pooled_logits(module, x):
     """The shared ResNet top: Grad-CAM hook, global average pool, classifier `head`.
 
-    The hook (imgcls.cam) adds a zero "perturbations" variable whose gradient is the feature
-    map's; a no-op unless that collection is passed, and skipped under init so the variables
+    The hook (imgcls.evaluation.grad_cam) adds a zero "perturbations" variable whose gradient is
+    the feature map's; a no-op unless that collection is passed, and skipped under init so the variables
     hold no batch-shaped array (only params and batch_stats). Returns float32 logits.
     """
     if not module.is_initializing():

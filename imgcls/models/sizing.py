@@ -9,7 +9,7 @@ The widths start at FIRST_WIDTH and double per stage, up to MAX_WIDTH: at 64x64 
 
 import math
 
-from imgcls.config_values import is_auto, parse_value
+from imgcls.values import is_auto, parse_value
 
 FIRST_WIDTH, MAX_WIDTH, FINAL_MAP = 16, 256, 4
 
