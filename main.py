@@ -16,7 +16,7 @@ from ml_collections import config_flags  # noqa: E402
 from imgcls import cli
 from imgcls.evaluation import evaluate, inspection
 from imgcls.inference import export, predict, serve
-from imgcls.training import loop as train
+from imgcls.training import loop
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, logs and reports.")
@@ -75,8 +75,8 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def _train(args):
-    result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    print(train.format_result(result, FLAGS.config, FLAGS.workdir))
+    result = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    print(loop.format_result(result, FLAGS.config, FLAGS.workdir))
     return 0
 
 

@@ -16,10 +16,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+import imgcls  # noqa: E402
 from imgcls.config import files as config_files  # noqa: E402
-from imgcls.evaluation import evaluate, tta
-from imgcls.training import loop as train
+from imgcls.evaluation import evaluate, tta  # noqa: E402
 
 WEIGHTS = ("raw", "ema")
 
@@ -36,7 +35,7 @@ def run(config_path, seeds, ema_decay, warmup_power, assignments, root) -> dict:
         config.ema_warmup_power = warmup_power
         config.final_report = False
         workdir = os.path.join(root, f"seed{seed}")
-        train.train_and_evaluate(config, workdir)
+        imgcls.train_and_evaluate(config, workdir)
         for weights, mode in accuracies:
             result = evaluate.evaluate_checkpoint(workdir, "latest", weights=weights, tta=mode)
             accuracies[weights, mode].append(result["accuracy"])

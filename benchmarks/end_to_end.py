@@ -22,19 +22,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from imgcls import data, parallel
+from imgcls import data, parallel  # noqa: E402
 from imgcls.config import files as config_files  # noqa: E402
-from imgcls.training import loop as train
-from imgcls.training import state
+from imgcls.config import resolve  # noqa: E402
+from imgcls.training import loop, state  # noqa: E402
 
 
 def measure(config, steps: int, rounds: int, seconds: float = 0.0) -> dict:
     """{'pipeline', 'batch', 'end_to_end', 'step_only'} (images/s, medians over rounds)."""
-    config, info, _ = state.resolve_run(config)
+    config, info, _ = resolve.resolve_run(config)
     config = data.resolve_pipeline(config, info)
     mesh = parallel.create_mesh()
     train_state, _, total = state.initial_state(config, info, mesh)
-    p_train, _ = train.make_steps(config, info.num_classes, mesh, total_steps=total)
+    p_train, _ = loop.make_steps(config, info.num_classes, mesh, total_steps=total)
     batches = data.create_train_iterator(config, info, mesh=mesh)
 
     def next_batch():

@@ -26,6 +26,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
+import imgcls  # noqa: E402
+
 
 def default_workdir(work):
     """A digits model (configs/default.py, 200 steps) and PNGs of its test images."""
@@ -33,14 +35,13 @@ def default_workdir(work):
 
     from configs import default
     from imgcls.data.sources import digits
-    from imgcls.training import loop as train
 
     workdir, images = os.path.join(work, "digits"), os.path.join(work, "digits_png")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         config = default.get_config()
         config.dataset.data_dir = os.path.join(work, "tfds")
         config.num_train_steps, config.final_report = 200, False
-        train.train_and_evaluate(config, workdir)
+        imgcls.train_and_evaluate(config, workdir)
     os.makedirs(images, exist_ok=True)
     for index, image, label in digits.digits_split("test")[:64]:
         Image.fromarray(image[..., 0]).save(os.path.join(images, f"{index}_{label}.png"))

@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from imgcls import data
+import imgcls  # noqa: E402
+from imgcls import data  # noqa: E402
 from imgcls.config import files as config_files  # noqa: E402
-from imgcls.training import loop as train
 
 
 def train_once(config_path, seed, assignments, workdir) -> tuple[float, float]:
@@ -41,7 +41,7 @@ def train_once(config_path, seed, assignments, workdir) -> tuple[float, float]:
     config.checkpoint_every_steps = 10**9  # the final step is saved, nothing else
     data.get_dataset_info(config)  # prepares the dataset the first time: not timed
     start = time.perf_counter()
-    result = train.train_and_evaluate(config, workdir)
+    result = imgcls.train_and_evaluate(config, workdir)
     return time.perf_counter() - start, result["eval_accuracy"]
 
 

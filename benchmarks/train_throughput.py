@@ -21,8 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # noqa: E402
 from imgcls import models, parallel  # noqa: E402
-from imgcls.training import loop as train
-from imgcls.training import optim, state
+from imgcls.training import loop, optim, schedules, state  # noqa: E402
 
 # name: (model config, input shape, classes, CPU batch, accelerator batch)
 CASES = {
@@ -72,10 +71,12 @@ def prepare(case: str, batch_size: int, half_precision: bool, feature: str = "ba
     mesh = parallel.create_mesh()
     parallel.check_batch_size(batch_size * int(config.grad_accum_steps), mesh)
     model = models.create_model(config.model, num_classes, half_precision)
-    tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 100, 10_000))
+    tx = optim.create_optimizer(
+        config, schedules.create_learning_rate_schedule(config, 100, 10_000)
+    )
     keep_ema = config.ema_decay > 0
     train_state = state.create_train_state(0, model, shape, tx, mesh, keep_ema=keep_ema)
-    p_train, _ = train.make_steps(config, num_classes, mesh)
+    p_train, _ = loop.make_steps(config, num_classes, mesh)
     rng = np.random.default_rng(0)
     batch = parallel.global_batch(
         mesh,

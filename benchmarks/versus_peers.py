@@ -33,6 +33,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/ and imgcls, as under main.py
+from imgcls.training import schedules  # noqa: E402
+
 CASES = {
     # name: (image shape, batch, classes, peers)
     "cnn": ((28, 28, 1), 64, 10, ("keras-tf", "keras-jax")),
@@ -89,7 +91,9 @@ def run_imgcls(case, steps, xla_defaults=False):
         config.optimizer.learning_rate = 0.1
     mesh = parallel.create_mesh()
     model = models.create_model(config.model, classes)
-    tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 100, 10_000))
+    tx = optim.create_optimizer(
+        config, schedules.create_learning_rate_schedule(config, 100, 10_000)
+    )
     holder = {"state": state.create_train_state(0, model, shape, tx, mesh)}
     p_train = train_step.make_train_step(config, classes, mesh)
     images, labels = _batch(case, "uint8")

@@ -7,7 +7,7 @@ Hardware: not yet measured.
 Result:   not yet measured.
 """
 
-from imgcls.sweeps import hyper
+from imgcls import hyper
 
 BASE_CONFIG = "configs/cifar10_resnet18.py"
 

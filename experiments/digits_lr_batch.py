@@ -7,7 +7,7 @@ Result:   best learning_rate 0.01 at batch 32: 0.9944 test accuracy; then 0.01/6
           0.003/32 and 0.003/64 0.9887, 0.001/32 0.9859, 0.001/64 0.9831.
 """
 
-from imgcls.sweeps import hyper
+from imgcls import hyper
 
 BASE_CONFIG = "configs/default.py"
 

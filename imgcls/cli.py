@@ -78,7 +78,7 @@ def start_jax(flag_values) -> None:
 def run_reporting_errors(run, args) -> int:
     """run(args)'s exit status; the errors a user can act on become one line on stderr.
 
-    A run that stopped with its work saved (TrainingDiverged, interrupts.Preempted: errors with
+    A run that stopped with its work saved (TrainingDiverged, preemption.Preempted: errors with
     an `exit_status`) says how to go on and exits with that status; a ValueError or OSError (a
     bad value, a missing or unwritable file) exits with 1. Anything else is a bug: traceback.
     """

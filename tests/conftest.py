@@ -8,6 +8,8 @@ import tempfile
 
 import pytest
 
+import imgcls
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # configs/*.py import `configs.default`, as under main.py
@@ -36,6 +38,7 @@ SLOW_FILES = {
     "test_training_options.py": 58,
     "test_multihost.py": 58,
     "test_notebook.py": 46,
+    "test_model_contract.py": 60,
     "test_evaluate.py": 44,
     "test_models.py": 42,
 }
@@ -140,12 +143,11 @@ def tiny_folder_config(path, data_dir):
 @pytest.fixture(scope="session")
 def tiny_folder_workdir(tmp_path_factory, data_dir):
     """(workdir, config) of the tiny folder model, trained once per test process."""
-    from imgcls.training import loop as train
 
     root = make_tiny_folder(tmp_path_factory.mktemp("tiny_folder"))
     config = tiny_folder_config(root, data_dir)
     workdir = str(tmp_path_factory.mktemp("tiny_folder_run"))
-    train.train_and_evaluate(config, workdir)
+    imgcls.train_and_evaluate(config, workdir)
     return workdir, config
 
 

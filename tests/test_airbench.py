@@ -15,14 +15,13 @@ import pytest
 from conftest import ROOT, load_config
 from flax import traverse_util
 
+import imgcls
 from imgcls import data, models, parallel
-from imgcls.data.augment import jax_ops as jax_augment
+from imgcls.data.augment import jax_ops
 from imgcls.data.pipelines import device as device_pipeline
 from imgcls.models import airbench
 from imgcls.run import checkpointing
-from imgcls.training import loop as train
-from imgcls.training import optim, state
-from imgcls.training import step as train_step
+from imgcls.training import lookahead, optim, schedules, state
 from imgcls.training.preemption import Preempted
 
 SHARED_DATA = pathlib.Path(ROOT).resolve().parent / "shared" / "data"
@@ -100,7 +99,7 @@ def airbench_config(**overrides):
 
 def test_schedule_values_at_the_stated_steps():
     config = airbench_config()
-    fn = optim.create_learning_rate_schedule(config, steps_per_epoch=48, num_train_steps=475)
+    fn = schedules.create_learning_rate_schedule(config, steps_per_epoch=48, num_train_steps=475)
     peak, warmup, total = 1.5, int(0.23 * 9.9 * 48), 475
     assert warmup == 109
     for step in range(total):  # the reference's get_lr, on this run's length
@@ -110,7 +109,7 @@ def test_schedule_values_at_the_stated_steps():
             expected = 1.0 - 0.93 * (step - warmup) / (total - warmup)
         assert float(fn(step)) == pytest.approx(peak * expected, rel=1e-5), step
     big = load_config("cifar10_airbench96")
-    fn = optim.create_learning_rate_schedule(big, steps_per_epoch=48, num_train_steps=1776)
+    fn = schedules.create_learning_rate_schedule(big, steps_per_epoch=48, num_train_steps=1776)
     assert float(fn(0)) == pytest.approx(0.2 * float(fn(177)))  # 10% warm-up from 0.2x
     assert float(fn(1776)) == pytest.approx(0.0, abs=1e-7)  # then linearly to 0
 
@@ -176,7 +175,7 @@ def test_lookahead_matches_a_reference_loop():
             params={"w": s.params["w"] + delta},
             batch_stats={"m": s.batch_stats["m"] + delta},
         )
-        s = train_step.lookahead(s, every, 0.95, 3.0, total)
+        s = lookahead.lookahead(s, every, 0.95, 3.0, total)
         net = net + delta
         if step % every == 0:
             decay = 0.95**5 * (step / total) ** 3
@@ -226,7 +225,7 @@ def variables_at(config, workdir, step):
 def test_whitening_is_set_from_the_data_frozen_and_its_bias_stops(data_dir, tmp_path):
     config = tiny_config(data_dir, lookahead_every=0)  # lookahead would average the bias too
     workdir = str(tmp_path)
-    train.train_and_evaluate(config, workdir)
+    imgcls.train_and_evaluate(config, workdir)
     info = data.get_dataset_info(config)
     expected = state.data_init_values(config, info)[("whiten", "kernel")]
     initial = variables_at(config, workdir, 4)["whiten"]
@@ -279,7 +278,7 @@ def test_alternating_flip_and_cutout_need_the_device_pipeline(data_dir):
 
 def test_cutout_fills_one_square_inside_each_image():
     images = jnp.full((16, 12, 12, 3), 255, jnp.uint8)
-    out = np.asarray(jax_augment.cutout(images, jax.random.key(0), 5, (1, 2, 3)))
+    out = np.asarray(jax_ops.cutout(images, jax.random.key(0), 5, (1, 2, 3)))
     for image in out:
         filled = (image != 255).all(axis=-1)
         rows, cols = np.flatnonzero(filled.any(axis=1)), np.flatnonzero(filled.any(axis=0))
@@ -349,15 +348,15 @@ def test_short_run_on_the_cifar10_jpeg_folder_learns_and_resumes_bitwise(
     config.checkpoint_every_steps = 20
     config.log_every_steps = 10
     config.final_report = False
-    full = train.train_and_evaluate(config, str(tmp_path / "full"))
+    full = imgcls.train_and_evaluate(config, str(tmp_path / "full"))
     print(f"airbench94 (16/32/32), 2,000 CIFAR-10 JPEGs, 40 steps: {full['eval_accuracy']:.4f}")
     assert full["eval_accuracy"] > 0.25, full  # chance: 0.1 (0.314 on the dev machine)
 
     real = interrupt_at(monkeypatch, 7)
     with pytest.raises(Preempted):
-        train.train_and_evaluate(config, str(tmp_path / "resumed"))
+        imgcls.train_and_evaluate(config, str(tmp_path / "resumed"))
     monkeypatch.setattr(parallel, "global_batch", real)
-    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    resumed = imgcls.train_and_evaluate(config, str(tmp_path / "resumed"))
     assert resumed == full
     a = variables_at(config, str(tmp_path / "full"), 40)
     b = variables_at(config, str(tmp_path / "resumed"), 40)

@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)
 
 from configs import default  # noqa: E402
 from imgcls.data._tf import tf  # noqa: E402
-from imgcls.data.augment import tf_ops as augment  # noqa: E402
+from imgcls.data.augment import tf_ops  # noqa: E402
 
 NUM_KEYS = 12
 ALL_ON = dict(
@@ -47,7 +47,7 @@ def key(k):
 
 
 def run(image, k, aug):
-    return augment.augment_image(tf.constant(image, tf.uint8), key(k), aug).numpy()
+    return tf_ops.augment_image(tf.constant(image, tf.uint8), key(k), aug).numpy()
 
 
 def runs(image, aug, n=NUM_KEYS):
@@ -83,7 +83,7 @@ def test_all_off_is_identity():
 def test_graph_mode_in_dataset_map_matches_eager():
     aug, image = make_aug(**ALL_ON), random_image()
     ds = tf.data.Dataset.range(4).map(
-        lambda k: augment.augment_image(tf.constant(image), tf.stack([k, 7]), aug)
+        lambda k: tf_ops.augment_image(tf.constant(image), tf.stack([k, 7]), aug)
     )
     assert ds.element_spec.shape == image.shape and ds.element_spec.dtype == tf.uint8
     for k, out in enumerate(ds.as_numpy_iterator()):

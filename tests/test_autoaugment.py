@@ -10,8 +10,7 @@ from conftest import load_config
 
 from imgcls.config import check as config_check
 from imgcls.data import preprocess
-from imgcls.data.augment import autoaugment, policies
-from imgcls.data.augment import jax_ops as jax_augment
+from imgcls.data.augment import autoaugment, policies, table
 from imgcls.evaluation import inspection
 
 
@@ -169,7 +168,7 @@ def test_policy_settings_are_checked():
     assert found[1] == "config.augment.randaugment_magnitude=31 must be an integer in [0, 30]."
     config.augment.policy = "randaugment"
     with pytest.raises(ValueError, match="policy='randaugment'.*only the tf.data input pipeline"):
-        jax_augment.device_supported_check(config.augment)
+        table.check_implemented(config.augment, table.DEVICE)
 
 
 def test_inspect_shows_the_policy_in_augmentations_png():

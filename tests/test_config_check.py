@@ -8,10 +8,10 @@ import os
 import pytest
 from conftest import load_config
 
+import imgcls
 from imgcls import cli
 from imgcls.config import check as config_check
 from imgcls.run import files
-from imgcls.training import loop as train
 
 CONFIGS = (
     "default",
@@ -93,7 +93,7 @@ def test_every_problem_is_listed_and_no_work_is_done(tmp_path):
     config.dataset.image_size = -5
     workdir = tmp_path / "never_created"
     with pytest.raises(ValueError) as error:
-        train.train_and_evaluate(config, str(workdir))
+        imgcls.train_and_evaluate(config, str(workdir))
     lines = str(error.value).splitlines()
     assert lines[0] == "3 config values are invalid:" and len(lines) == 4
     assert not workdir.exists()  # refused before any work
@@ -140,7 +140,7 @@ def test_cli_turns_user_errors_into_one_line_and_keeps_exit_statuses(capsys):
 
     assert cli.run_reporting_errors(fail(ValueError("config.x=1 must be > 2.")), []) == 1
     assert capsys.readouterr().err == "imgcls: error: config.x=1 must be > 2.\n"
-    diverged = train.TrainingDiverged("Training diverged at step 3.")
+    diverged = imgcls.TrainingDiverged("Training diverged at step 3.")
     assert cli.run_reporting_errors(fail(diverged), []) == 3
     assert capsys.readouterr().err == "imgcls: Training diverged at step 3.\n"
     with pytest.raises(KeyError):  # a bug is not dressed up as a user error

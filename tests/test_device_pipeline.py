@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from conftest import load_config, run_python
 
+import imgcls
 from imgcls import data, parallel
-from imgcls.training import loop as train
+from imgcls.training import loop
 
 
 def synthetic_config(pipeline, **augment):
@@ -126,7 +127,7 @@ def test_device_pipeline_trains_as_well_as_tf_data(data_dir, tmp_path):
         config.num_epochs = 15
         config.eval_every_epochs = 15
         config.final_report = False
-        result = train.train_and_evaluate(config, str(tmp_path / pipeline))
+        result = imgcls.train_and_evaluate(config, str(tmp_path / pipeline))
         accuracies[pipeline] = result["eval_accuracy"]
     assert accuracies["device"] > 0.97, accuracies
     assert abs(accuracies["device"] - accuracies["tf"]) < 0.02, accuracies
@@ -166,6 +167,6 @@ def test_a_resumed_auto_run_keeps_the_pipeline_it_started_with(tmp_path):
     started = config.copy_and_resolve_references()
     started.dataset.pipeline = "tf"
     (tmp_path / "config.json").write_text(started.to_json())
-    assert train._resumed_pipeline(config, str(tmp_path)).dataset.pipeline == "auto"  # fresh
+    assert loop._resumed_pipeline(config, str(tmp_path)).dataset.pipeline == "auto"  # fresh
     (tmp_path / "checkpoints").mkdir()
-    assert train._resumed_pipeline(config, str(tmp_path)).dataset.pipeline == "tf"
+    assert loop._resumed_pipeline(config, str(tmp_path)).dataset.pipeline == "tf"

@@ -10,12 +10,12 @@ import pytest
 from conftest import load_config
 from test_train import restore_final
 
+import imgcls
 from imgcls import parallel
 from imgcls.evaluation import evaluate
 from imgcls.inference import predict
-from imgcls.run import checkpointing
-from imgcls.training import ema
-from imgcls.training import loop as train
+from imgcls.run import checkpointing, restore
+from imgcls.training import loop
 
 
 class Interrupted(Exception):
@@ -49,7 +49,7 @@ def runs(tmp_path_factory, data_dir):
     """(config, uninterrupted workdir and result, interrupted-then-resumed workdir and result)."""
     config = ema_plateau_config(data_dir)
     full = str(tmp_path_factory.mktemp("ema_full"))
-    full_result = train.train_and_evaluate(config, full)
+    full_result = imgcls.train_and_evaluate(config, full)
     resumed = str(tmp_path_factory.mktemp("ema_resumed"))
     calls = {"n": 0}
     real = parallel.global_batch
@@ -63,8 +63,8 @@ def runs(tmp_path_factory, data_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parallel, "global_batch", crash_after_12_steps)
         with pytest.raises(Interrupted):
-            train.train_and_evaluate(config, resumed)
-    resumed_result = train.train_and_evaluate(config, resumed)
+            imgcls.train_and_evaluate(config, resumed)
+    resumed_result = imgcls.train_and_evaluate(config, resumed)
     return config, full, full_result, resumed, resumed_result
 
 
@@ -94,7 +94,7 @@ def test_both_weights_are_evaluated_and_the_better_ranks(runs):
     assert best == max(saved, key=checkpointing.best_score)["step"]
     assert checkpointing.best_weights({"eval_accuracy": 0.5, "eval_ema_accuracy": 0.6}) == "ema"
     assert checkpointing.best_weights({"eval_accuracy": 0.6, "eval_ema_accuracy": 0.6}) == "raw"
-    lines = train.format_result(result, config, full).splitlines()
+    lines = loop.format_result(result, config, full).splitlines()
     assert lines[1] == (
         f"EMA weights: accuracy {result['eval_ema_accuracy']:.4f}  "
         f"loss: {result['eval_ema_loss']:.4f}"
@@ -119,14 +119,14 @@ def test_modes_use_the_average_unless_told_otherwise(runs):
 
 def test_weights_choices(runs, digits_config):
     config, full, *_ = runs
-    assert ema.check_weights(None, config) == "ema"
-    assert ema.check_weights(None, digits_config) == "raw"
+    assert restore.check_weights(None, config) == "ema"
+    assert restore.check_weights(None, digits_config) == "raw"
     with pytest.raises(ValueError, match="kept no moving average.*--weights=raw"):
-        ema.check_weights("ema", digits_config)
+        restore.check_weights("ema", digits_config)
     with pytest.raises(ValueError, match="--weights='best'"):
-        ema.check_weights("best", config)
+        restore.check_weights("best", config)
     # resuming with EMA switched off says so (instead of a "corrupt checkpoint")
     other = config.copy_and_resolve_references()
     other.ema_decay = 0.0
     with pytest.raises(ValueError, match="keeps a moving average of the weights, this config"):
-        train.train_and_evaluate(other, full)
+        imgcls.train_and_evaluate(other, full)

@@ -11,10 +11,10 @@ from conftest import load_config, run_python
 from PIL import Image
 from sklearn import metrics as skm
 
+import imgcls
 from imgcls import losses
 from imgcls.evaluation import evaluate
 from imgcls.evaluation import metrics as metrics_lib
-from imgcls.training import loop as train
 
 FIGURES = (
     "confusion_matrix.png",
@@ -81,7 +81,7 @@ def trained(tmp_path_factory, data_dir):
     config.eval_every_epochs = 3
     config.log_every_steps = 11
     workdir = str(tmp_path_factory.mktemp("evaluated"))
-    return workdir, train.train_and_evaluate(config, workdir)
+    return workdir, imgcls.train_and_evaluate(config, workdir)
 
 
 def read_json(path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_python
 
+import imgcls
 from imgcls.inference import export, predict
 
 SAVED_MODEL_SCRIPT = """
@@ -122,11 +123,10 @@ def test_grayscale_saved_model_reads_png_gif_and_bmp(digits_config, tmp_path):
     from PIL import Image
 
     from imgcls.data.sources import digits
-    from imgcls.training import loop as train
 
     digits_config.num_train_steps = 30
     workdir = str(tmp_path / "run")
-    train.train_and_evaluate(digits_config, workdir)
+    imgcls.train_and_evaluate(digits_config, workdir)
     export_dir = str(tmp_path / "export")
     export.export_model(workdir, export_dir)
     files = []

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, load_config, run_python
 
+import imgcls
 from imgcls import data, parallel
 from imgcls.evaluation import evaluate
 from imgcls.inference import predict
 from imgcls.run import checkpointing
-from imgcls.training import loop as train
 from imgcls.training import state as state_lib
 from imgcls.training import step as train_step
 from imgcls.training.preemption import Preempted
@@ -91,7 +91,7 @@ def reference(tmp_path_factory, data_dir):
     """The uninterrupted run: (config, workdir)."""
     config = small_config(data_dir)
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    train.train_and_evaluate(config, workdir)
+    imgcls.train_and_evaluate(config, workdir)
     return config, workdir
 
 
@@ -161,9 +161,9 @@ def test_sigkill_and_sigterm_at_random_points_resume_exactly(reference, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = [line for line in proc.stderr.splitlines() if re.match(r"I\d{4} ", line)]
     sources = {line.split("]")[0].split()[-1].split(":")[0] for line in info}
-    # Ours (state.py: the splits line) and CLU's progress lines (and TensorFlow's C++ start-up
+    # Ours (resolve.py: the splits line) and CLU's progress lines (and TensorFlow's C++ start-up
     # line); no Orbax INFO.
-    ours = {"cli.py", "state.py", "loop.py", "logging_writer.py", "local.py", "port.cc"}
+    ours = {"cli.py", "resolve.py", "loop.py", "logging_writer.py", "local.py", "port.cc"}
     assert sources <= ours, sources
     assert_same_state(final_state(config, workdir), final_state(config, ref_dir))
     assert metric_rows(workdir) == metric_rows(ref_dir)
@@ -174,7 +174,7 @@ def test_rerunning_a_finished_run_changes_nothing(reference, tmp_path):
     workdir = str(tmp_path / "copy")
     shutil.copytree(ref_dir, workdir)
     before = open(os.path.join(workdir, "metrics.jsonl")).read()
-    again = train.train_and_evaluate(config, workdir)
+    again = imgcls.train_and_evaluate(config, workdir)
     assert open(os.path.join(workdir, "metrics.jsonl")).read() == before  # no duplicate row
     assert again["eval_accuracy"] == metric_rows(ref_dir)[-1]["eval_accuracy"]
 
@@ -195,13 +195,13 @@ def test_sigint_in_process_saves_and_resumes(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "global_batch", interrupt_at_step_7)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(Preempted, match="SIGINT received: stopped after step 7") as stopped:
-        train.train_and_evaluate(config, str(tmp_path))
+        imgcls.train_and_evaluate(config, str(tmp_path))
     assert stopped.value.exit_status == 130
     with checkpointing.Checkpointer.of_workdir(str(tmp_path)) as ckpt:
         assert ckpt.all_steps() == [7]
     monkeypatch.setattr(parallel, "global_batch", real)
     assert signal.getsignal(signal.SIGINT) is handler  # the handler is restored
-    train.train_and_evaluate(config, str(tmp_path))
+    imgcls.train_and_evaluate(config, str(tmp_path))
     assert [r["step"] for r in metric_rows(str(tmp_path))] == [5, 10, 15, 20, 20]
 
 
@@ -210,8 +210,8 @@ def poison(monkeypatch, bad_steps):
     does with a NaN loss: leave all but the step count unchanged, and the metrics empty."""
     real = train_step.train_step
 
-    def poisoned(state, batch, **kwargs):
-        new, metrics, finite = real(state, batch, **kwargs)
+    def poisoned(state, batch, options):
+        new, metrics, finite = real(state, batch, options)
         bad = jnp.isin(state.step, jnp.asarray(bad_steps))
         old = state.replace(step=new.step)
         new = jax.tree.map(lambda n, o: jnp.where(bad, o, n), new, old)
@@ -224,8 +224,8 @@ def poison(monkeypatch, bad_steps):
 def test_divergence_stops_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
     config = small_config(data_dir, num_train_steps=30, checkpoint_every_steps=5)
     poison(monkeypatch, [12])  # the 13th step
-    with pytest.raises(train.TrainingDiverged, match=r"diverged at step 13.*step 10, stays"):
-        train.train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(imgcls.TrainingDiverged, match=r"diverged at step 13.*step 10, stays"):
+        imgcls.train_and_evaluate(config, str(tmp_path))
     with checkpointing.Checkpointer.of_workdir(str(tmp_path)) as ckpt:
         assert ckpt.latest_step() == 10
     assert max(r["step"] for r in metric_rows(str(tmp_path))) == 10
@@ -234,20 +234,20 @@ def test_divergence_stops_keeps_the_last_good_checkpoint(data_dir, tmp_path, mon
 def test_skip_mode_skips_and_counts_non_finite_steps(data_dir, tmp_path, monkeypatch):
     config = small_config(data_dir, num_train_steps=20, on_nonfinite="skip", max_nonfinite_steps=3)
     poison(monkeypatch, [6, 7, 13])
-    train.train_and_evaluate(config, str(tmp_path / "skip"))
+    imgcls.train_and_evaluate(config, str(tmp_path / "skip"))
     rows = [r for r in metric_rows(str(tmp_path / "skip")) if "train_loss" in r]
     assert [r["skipped_steps"] for r in rows] == [0, 2, 3, 3]
     assert all(np.isfinite(r["train_loss"]) for r in rows)
     poison(monkeypatch, [6, 7, 8])  # 3 in a row: too many
-    with pytest.raises(train.TrainingDiverged, match=r"step 9 \(3 steps in a row\)"):
-        train.train_and_evaluate(config, str(tmp_path / "stop"))
+    with pytest.raises(imgcls.TrainingDiverged, match=r"step 9 \(3 steps in a row\)"):
+        imgcls.train_and_evaluate(config, str(tmp_path / "stop"))
 
 
 def test_a_real_divergence_is_caught_and_no_nan_is_written(data_dir, tmp_path):
     config = small_config(data_dir, num_train_steps=40, checkpoint_every_steps=2)
     config.optimizer.learning_rate = 1e6
-    with pytest.raises(train.TrainingDiverged, match="learning_rate"):
-        train.train_and_evaluate(config, str(tmp_path))
+    with pytest.raises(imgcls.TrainingDiverged, match="learning_rate"):
+        imgcls.train_and_evaluate(config, str(tmp_path))
     for row in metric_rows(str(tmp_path)):  # json.loads accepted every line; no NaN in it
         assert all(v is None or np.isfinite(v) for v in row.values())
     with checkpointing.Checkpointer.of_workdir(str(tmp_path)) as ckpt:
@@ -281,11 +281,11 @@ def checkpointed(tmp_path_factory, data_dir):
     config.optimizer.schedule = "constant"
     config.keep_checkpoints = 3
     workdir = str(tmp_path_factory.mktemp("checkpointed"))
-    train.train_and_evaluate(config, workdir)
+    imgcls.train_and_evaluate(config, workdir)
     longer = config.copy_and_resolve_references()
     longer.num_train_steps = 40
     reference = str(tmp_path_factory.mktemp("forty"))
-    train.train_and_evaluate(longer, reference)
+    imgcls.train_and_evaluate(longer, reference)
     return config, workdir, longer, reference
 
 
@@ -327,7 +327,7 @@ def test_resume_past_a_damaged_checkpoint_is_exact(checkpointed, tmp_path):
     copy = damaged_copy(workdir, tmp_path, "swapped")
     with pytest.raises(checkpointing.CorruptCheckpoint, match=r"step 30 .*array \['.*crc32"):
         final_state(longer, copy, step=30)
-    train.train_and_evaluate(longer, copy)  # resumes from 20, not from the damaged 30
+    imgcls.train_and_evaluate(longer, copy)  # resumes from 20, not from the damaged 30
     assert os.path.isdir(os.path.join(copy, "corrupt_checkpoints", "30"))  # kept, set aside
     assert_same_state(final_state(longer, copy), final_state(longer, reference))
     assert metric_rows(copy) == metric_rows(reference)

@@ -20,10 +20,10 @@ import pytest
 from conftest import folder_config
 from PIL import Image, ImageOps
 
+import imgcls
 import imgcls.data as data
 from imgcls.data import images
-from imgcls.data.sources import catalog as tfds_source
-from imgcls.data.sources import folder, folder_scan
+from imgcls.data.sources import catalog, folder, folder_scan
 from imgcls.data.sources import registry as sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -365,7 +365,7 @@ def test_concurrent_preparation_is_safe(tmp_path, monkeypatch):
 
     def prepare():
         try:
-            results.append(tfds_source.prepare_builder(make))
+            results.append(catalog.prepare_builder(make))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -495,7 +495,6 @@ def test_cifar10_jpeg_folder(tmp_path):
 
 @pytest.mark.skipif(not FLOWERS_ARCHIVE.exists(), reason=f"{FLOWERS_ARCHIVE} not found")
 def test_flowers_folder_trains_above_chance(tmp_path):
-    from imgcls.training import loop as train
 
     root = _untar(FLOWERS_ARCHIVE, tmp_path / "flowers") / "flowers"
     config = folder_config(root, tmp_path / "tfds", image_size=32)
@@ -514,7 +513,7 @@ def test_flowers_folder_trains_above_chance(tmp_path):
     config.log_every_steps = 100
     config.checkpoint_every_steps = 10_000
     start = time.time()
-    result = train.train_and_evaluate(config, str(tmp_path / "workdir"))
+    result = imgcls.train_and_evaluate(config, str(tmp_path / "workdir"))
     print(f"flowers: test accuracy {result['eval_accuracy']:.4f} in {time.time() - start:.1f}s")
     info = data.get_dataset_info(config)
     assert info.class_names == ("daisy", "dandelion", "rose", "sunflower", "tulip")

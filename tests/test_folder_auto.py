@@ -14,14 +14,14 @@ import pytest
 from conftest import load_config
 from PIL import Image
 
+import imgcls
 from imgcls import data
+from imgcls.config import resolve
 from imgcls.data import auto, splits
 from imgcls.data.sources import folder
 from imgcls.evaluation import inspection
 from imgcls.inference import export, predict
 from imgcls.models import sizing
-from imgcls.training import loop as train
-from imgcls.training import state as state_lib
 
 CLASSES = ("ant", "bee", "cow")
 
@@ -300,7 +300,7 @@ def auto_run(tmp_path_factory):
     config.eval_batch_size = 16
     config.final_report = False
     workdir = str(tmp / "run")
-    result = train.train_and_evaluate(config, workdir)
+    result = imgcls.train_and_evaluate(config, workdir)
     return workdir, result, root
 
 
@@ -364,7 +364,7 @@ def test_inspect_prints_what_auto_chose(auto_run, tmp_path):
     assert "no test split" in text
     markdown = open(os.path.join(summary["inspect_dir"], "inspect.md")).read()
     assert "## Settings resolved from the data" in markdown and "mean/std: auto ->" in markdown
-    _, _, notes = state_lib.resolve_run(config)
+    _, _, notes = resolve.resolve_run(config)
     assert notes == summary["resolved"]
 
 

@@ -21,6 +21,7 @@ sys.path.insert(0, ROOT)
 
 from configs import default  # noqa: E402
 from imgcls.data.augment import jax_ops as ja  # noqa: E402
+from imgcls.data.augment import table  # noqa: E402
 
 BATCH = 16
 
@@ -111,15 +112,21 @@ def test_augment_batch_all_off_is_identity():
     np.testing.assert_array_equal(out, images)
 
 
-@pytest.mark.parametrize("name, value", list(ja.TF_ONLY_AUGMENTATIONS.items()))
-def test_tf_only_augmentations_raise(name, value):
-    on = {bool: True, str: "randaugment"}.get(type(value), 0.1)
-    aug = make_aug(**{name: on})
+TF_ONLY = [
+    k
+    for k, row in table.ROWS.items()
+    if row.off is not None and table.TF in row.pipelines and table.DEVICE not in row.pipelines
+]
+
+
+@pytest.mark.parametrize("name", TF_ONLY)
+def test_tf_only_augmentations_raise(name):
+    aug = make_aug(**{name: table.ROWS[name].example})
     with pytest.raises(ValueError, match=rf"config\.augment\.{name}=.*pipeline='tf'"):
-        ja.device_supported_check(aug)
+        table.check_implemented(aug, table.DEVICE)
     with pytest.raises(ValueError, match=rf"config\.augment\.{name}"):
         ja.augment_batch(random_images(), jax.random.key(0), aug)
-    ja.device_supported_check(make_aug(erasing=0.5, horizontal_flip=True))  # no error
+    table.check_implemented(make_aug(erasing=0.5, horizontal_flip=True), table.DEVICE)
 
 
 def mix_jit(mixup, cutmix):
@@ -195,8 +202,8 @@ def test_random_resized_crop_keeps_the_size_and_zooms_into_a_box():
 def test_random_resized_crop_runs_on_the_device_at_the_native_size_only():
     aug = make_aug(random_resized_crop=True, random_crop_padding=0)
     with pytest.raises(ValueError, match="random_resized_crop=True"):
-        ja.device_supported_check(aug)  # images resized on loading: the crop needs the originals
-    ja.device_supported_check(aug, native_size=True)
+        table.check_implemented(aug, table.DEVICE)  # resized on loading: needs the originals
+    table.check_implemented(aug, table.DEVICE, native_size=True)
     out = ja.augment_batch(
         random_images((BATCH, 16, 16, 3)), jax.random.key(0), aug, native_size=True
     )

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import load_config
 
+from imgcls import models
 from imgcls.data.normalize import normalize
 from imgcls.models import ResNetV1, count_params, create_model
 from imgcls.transfer import keras_weights
@@ -228,7 +229,7 @@ def test_warm_start_from_keras_weights(keras_resnet50, imported, tmp_path):
     config = load_config()
     config.model = ml_collections.ConfigDict({"name": "resnet50_v1"})
     config.init_from = f"keras:{path}"
-    model = state_lib.create_model(config, num_classes=5)
+    model = models.from_config(config, num_classes=5)
     mesh = parallel.create_mesh()
     state = state_lib.create_train_state(0, model, (32, 32, 3), optax.sgd(0.1), mesh)
     head = jax.tree.map(np.asarray, state.params["head"])
@@ -250,7 +251,7 @@ def test_warm_start_from_keras_weights(keras_resnet50, imported, tmp_path):
     # Another model family (v1.5) is an error that names the mismatch, not a deep traceback.
     config.model.name = "resnet50"
     other = state_lib.create_train_state(
-        0, state_lib.create_model(config, 5), (32, 32, 3), optax.sgd(0.1), mesh
+        0, models.from_config(config, 5), (32, 32, 3), optax.sgd(0.1), mesh
     )
     with pytest.raises(ValueError, match=r"only 5 of the \d+ arrays .* Keras' ResNet50 .*v1'"):
         warm_start.warm_start(config, other)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from imgcls.training import optim
+from imgcls.training import optim, schedules
 
 
 def test_warmup_then_cosine_to_zero():
     config = load_config()
     config.optimizer.learning_rate = 0.4
     config.optimizer.warmup_epochs = 2
-    fn = optim.create_learning_rate_schedule(config, steps_per_epoch=10, num_train_steps=100)
+    fn = schedules.create_learning_rate_schedule(config, steps_per_epoch=10, num_train_steps=100)
     assert float(fn(0)) == 0.0
     np.testing.assert_allclose(float(fn(10)), 0.2, rtol=1e-6)  # half-way through warmup
     np.testing.assert_allclose(float(fn(20)), 0.4, rtol=1e-6)  # peak
@@ -26,7 +26,7 @@ def test_constant_schedule_after_warmup():
     config.optimizer.schedule = "constant"
     config.optimizer.learning_rate = 0.1
     config.optimizer.warmup_epochs = 1
-    fn = optim.create_learning_rate_schedule(config, steps_per_epoch=10, num_train_steps=100)
+    fn = schedules.create_learning_rate_schedule(config, steps_per_epoch=10, num_train_steps=100)
     np.testing.assert_allclose(float(fn(5)), 0.05, rtol=1e-6)
     np.testing.assert_allclose([float(fn(s)) for s in (10, 50, 99)], 0.1, rtol=1e-6)
 
@@ -53,7 +53,7 @@ def test_unknown_optimizer_and_schedule():
         optim.create_optimizer(config, 0.1)
     config.optimizer.schedule = "step"
     with pytest.raises(ValueError, match="Unknown schedule 'step'"):
-        optim.create_learning_rate_schedule(config, 10, 100)
+        schedules.create_learning_rate_schedule(config, 10, 100)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
@@ -180,7 +180,7 @@ def test_reduce_on_plateau_after_patience_evaluations_without_improvement():
     config.optimizer.plateau_factor = 0.5
     config.optimizer.plateau_threshold = 0.01
     config.optimizer.plateau_min_lr = 0.2
-    fn = optim.create_learning_rate_schedule(config, 10, 100)
+    fn = schedules.create_learning_rate_schedule(config, 10, 100)
     assert float(fn(0)) == 0.0 and float(fn(50)) == 1.0  # warmup, then constant
     tx = optim.create_optimizer(config, lambda step: 1.0)
     params, grads = _layers()
@@ -189,12 +189,12 @@ def test_reduce_on_plateau_after_patience_evaluations_without_improvement():
     # validation losses: better, better, 2 without a 1% improvement (-> x0.5), better, then
     # 4 more without (-> x0.5 twice, but not below plateau_min_lr / learning_rate = 0.2)
     for loss in (1.0, 0.9, 0.895, 0.9, 0.5, 0.6, 0.6, 0.6, 0.6):
-        value = optim.plateau_value(config, {"eval_loss": loss, "eval_accuracy": 0.5})
-        new = optim.observe_plateau(config, optim.plateau_state(opt_state), value)
-        opt_state = optim.with_plateau_state(opt_state, new)
-        scales.append(optim.plateau_scale(opt_state))
+        value = schedules.plateau_value(config, {"eval_loss": loss, "eval_accuracy": 0.5})
+        new = schedules.observe_plateau(config, schedules.plateau_state(opt_state), value)
+        opt_state = schedules.with_plateau_state(opt_state, new)
+        scales.append(schedules.plateau_scale(opt_state))
     assert scales == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2])
     updates, _ = tx.update(grads, opt_state, params)  # the step applies the current scale
     jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -0.2 * g, rtol=1e-6), updates, grads)
     config.optimizer.plateau_metric = "accuracy"
-    assert optim.plateau_value(config, {"eval_loss": 1.0, "eval_accuracy": 0.75}) == -0.75
+    assert schedules.plateau_value(config, {"eval_loss": 1.0, "eval_accuracy": 0.75}) == -0.75

@@ -10,11 +10,11 @@ import pytest
 from conftest import run_python
 from PIL import Image
 
+import imgcls
 from imgcls.data import images
 from imgcls.data.sources import folder
 from imgcls.evaluation import evaluate
 from imgcls.inference import predict
-from imgcls.training import loop as train
 
 
 def _softmax(logits):
@@ -64,7 +64,7 @@ def test_predict_on_folder_files_equals_evaluation(tiny_folder_workdir):
 @pytest.fixture(scope="module")
 def digits_workdir(tmp_path_factory, digits_config_module):
     workdir = str(tmp_path_factory.mktemp("digits_run"))
-    train.train_and_evaluate(digits_config_module, workdir)
+    imgcls.train_and_evaluate(digits_config_module, workdir)
     return workdir
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, classification_report
 
-from imgcls.evaluation import report
+from imgcls.evaluation import grad_cam, report
 
 NAMES6 = ["airplane", "bird", "cat", "dog", "frog", "ship"]
 KEYS = {"precision": "precision", "recall": "recall", "f1": "f1-score", "support": "support"}
@@ -174,10 +174,10 @@ def test_plot_cam(tmp_path):
         cams = rng.random((5, 16, 16)).astype(np.float32)
         titles = [f"true: cat / pred: {'cat' if i % 2 else 'dog'}" for i in range(5)]
         path = tmp_path / f"cam{channels}.png"
-        report.plot_cam(images, cams, titles, path)
+        grad_cam.plot_cam(images, cams, titles, path)
         _png_size(path)
     with pytest.raises(ValueError, match="cams"):
-        report.plot_cam(images, cams[:, :8], titles, path)
+        grad_cam.plot_cam(images, cams[:, :8], titles, path)
 
 
 def test_write_report_md(tmp_path):

@@ -18,9 +18,9 @@ import pytest
 from conftest import load_config
 from PIL import Image
 
+import imgcls
 from imgcls.data.sources import digits
 from imgcls.inference import predict, serve
-from imgcls.training import loop as train
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice that it prefers httpx2 to httpx
@@ -59,7 +59,7 @@ def workdir(data_dir, tmp_path_factory):
     config.final_report = False
     config.log_every_steps = 10
     workdir = str(tmp_path_factory.mktemp("serve_run"))
-    train.train_and_evaluate(config, workdir)
+    imgcls.train_and_evaluate(config, workdir)
     return workdir
 
 

@@ -19,7 +19,7 @@ def write_sweep(tmp_path, data_dir, trials_code, extra=""):
     fixed = {**TINY, "dataset.data_dir": data_dir}
     path = tmp_path / "sweep_def.py"
     path.write_text(
-        "from imgcls.sweeps import hyper\n"
+        "from imgcls import hyper\n"
         "BASE_CONFIG = 'configs/default.py'\n"
         f"FIXED = {fixed!r}\n"
         "def get_trials():\n"

@@ -9,9 +9,10 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import load_config, run_python
 
+import imgcls
 from imgcls import data, parallel
 from imgcls.run import checkpointing
-from imgcls.training import loop as train
+from imgcls.training import loop
 from imgcls.training import state as state_lib
 
 
@@ -41,7 +42,7 @@ def digits_run(tmp_path_factory, data_dir):
     config.checkpoint_every_steps = 50
     config.final_report = False
     workdir = str(tmp_path_factory.mktemp("digits_run"))
-    return config, workdir, train.train_and_evaluate(config, workdir)
+    return config, workdir, imgcls.train_and_evaluate(config, workdir)
 
 
 def test_short_digits_run_learns(digits_run):
@@ -92,7 +93,7 @@ def test_checkpoints_keep_latest_and_best(digits_run):
 
 def test_train_console_summary(digits_run):
     config, workdir, result = digits_run
-    assert train.format_result(result, config, workdir) == (
+    assert loop.format_result(result, config, workdir) == (
         f"Final test accuracy: {result['eval_accuracy']:.4f}  loss: {result['eval_loss']:.4f}  "
         f"(workdir: {workdir})"
     )
@@ -100,7 +101,7 @@ def test_train_console_summary(digits_run):
     validated.dataset.validation_split = "train[:10%]"
     reported = {**result, "report_dir": "W/eval/test_88", "report_split": "test"}
     reported["report_accuracy"] = 0.5
-    assert train.format_result(reported, validated, workdir).splitlines() == [
+    assert loop.format_result(reported, validated, workdir).splitlines() == [
         f"Final validation accuracy: {result['eval_accuracy']:.4f}",
         "Final test accuracy: 0.5000",
         "Report: W/eval/test_88/report.md",
@@ -110,7 +111,7 @@ def test_train_console_summary(digits_run):
 def test_rerun_of_finished_workdir_does_not_train_again(digits_run):
     config, workdir, result = digits_run
     rows_before = len(read_jsonl(workdir))
-    again = train.train_and_evaluate(config, workdir)
+    again = imgcls.train_and_evaluate(config, workdir)
     assert again["eval_accuracy"] == result["eval_accuracy"]
     assert not [r for r in read_jsonl(workdir)[rows_before:] if "train_loss" in r]
 
@@ -135,7 +136,7 @@ def test_failed_resume_keeps_the_workdir_description(digits_run):
     other = config.copy_and_resolve_references()
     other.model.dense_features = 32
     with pytest.raises(ValueError, match="does not match the model"):
-        train.train_and_evaluate(other, workdir)
+        imgcls.train_and_evaluate(other, workdir)
     assert [open(f).read() for f in files] == before
 
 
@@ -163,7 +164,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(digits_config, tmp_path, 
     config.num_train_steps = 30
     config.checkpoint_every_steps = 10
     config.eval_every_epochs = 100  # evaluate only at the end
-    full = train.train_and_evaluate(config, str(tmp_path / "full"))
+    full = imgcls.train_and_evaluate(config, str(tmp_path / "full"))
 
     calls = {"n": 0}
     real_global_batch = parallel.global_batch
@@ -176,13 +177,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(digits_config, tmp_path, 
 
     monkeypatch.setattr(parallel, "global_batch", crash_after_12_steps)
     with pytest.raises(Interrupted):
-        train.train_and_evaluate(config, str(tmp_path / "resumed"))
+        imgcls.train_and_evaluate(config, str(tmp_path / "resumed"))
     monkeypatch.setattr(parallel, "global_batch", real_global_batch)
     ckpt_dir = str(tmp_path / "resumed" / "checkpoints")
     with checkpointing.Checkpointer(ckpt_dir, read_only=True) as ckpt:
         assert ckpt.latest_step() == 10
 
-    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    resumed = imgcls.train_and_evaluate(config, str(tmp_path / "resumed"))
     assert resumed == full
     a = restore_final(config, str(tmp_path / "full"))
     b = restore_final(config, str(tmp_path / "resumed"))
@@ -197,7 +198,7 @@ DEVICE_RUN = """
 import sys, json, numpy as np, jax
 sys.path.insert(0, 'tests')
 from conftest import load_config
-from imgcls.training import loop as train
+import imgcls
 config = load_config()
 config.dataset.data_dir = sys.argv[1]
 config.model = dict(name='resnet18', num_filters=4, stem='small', stage_sizes=(1, 1))
@@ -209,7 +210,7 @@ config.optimizer.name = 'sgd'
 config.optimizer.learning_rate = 0.05
 config.dataset.mean, config.dataset.std = (0.3,), (0.4,)
 config.dataset.pipeline = 'tf'  # the same batches on any number of devices
-result = train.train_and_evaluate(config, sys.argv[2])
+result = imgcls.train_and_evaluate(config, sys.argv[2])
 state = __import__('test_train').restore_final(config, sys.argv[2])
 variables = (state.params, state.batch_stats)
 leaves = [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(variables)]
@@ -246,7 +247,7 @@ def test_cifar10_tiny_resnet_two_steps_under_mock_data(tmp_path):
     config.dataset.shuffle_buffer_size = 16
     config.final_report = False
     with tfds.testing.mock_data(num_examples=24):
-        result = train.train_and_evaluate(config, str(tmp_path))
+        result = imgcls.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(result["eval_loss"]) and 0.0 <= result["eval_accuracy"] <= 1.0
     rows = read_jsonl(str(tmp_path))
     assert [r["step"] for r in rows if "train_loss" in r] == [2]
@@ -256,18 +257,18 @@ def test_half_precision_trains(digits_config, tmp_path):
     config = digits_config
     config.half_precision = True
     config.num_train_steps = 20
-    result = train.train_and_evaluate(config, str(tmp_path))
+    result = imgcls.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(result["eval_loss"]) and result["eval_accuracy"] > 0.3
 
 
 def test_unknown_model_and_dataset_are_clear_errors(digits_config, tmp_path):
     digits_config.model.name = "resnet19"
     with pytest.raises(ValueError, match="Unknown model 'resnet19'.*resnet18"):
-        train.train_and_evaluate(digits_config, str(tmp_path / "a"))
+        imgcls.train_and_evaluate(digits_config, str(tmp_path / "a"))
     config = load_config()
     config.dataset.name = "no_such_dataset"
     with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
-        train.train_and_evaluate(config, str(tmp_path / "b"))
+        imgcls.train_and_evaluate(config, str(tmp_path / "b"))
 
 
 def test_main_rejects_bad_config_key_and_type(tmp_path):

@@ -10,7 +10,8 @@ from conftest import load_config, run_python
 from jax.sharding import PartitionSpec as P
 
 from imgcls import models, parallel
-from imgcls.training import ema, optim, state
+from imgcls.config import check as config_check
+from imgcls.training import ema, optim, schedules, state
 from imgcls.training import step as train_step
 
 NO_BN_MODEL = {"name": "cnn", "features": (4,), "dense_features": 8, "dropout_rate": 0.0}
@@ -41,7 +42,7 @@ def random_state(config, model, shape, mesh):
         return (0.1 * rng.normal(size=leaf.shape)).astype(np.float32)
 
     variables = jax.tree_util.tree_map_with_path(draw, shapes)
-    tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 10, 100))
+    tx = optim.create_optimizer(config, schedules.create_learning_rate_schedule(config, 10, 100))
     fields = dict(
         apply_fn=model.apply,
         params=variables["params"],
@@ -181,7 +182,7 @@ def test_batch_that_cannot_be_cut_into_micro_batches_is_refused():
     mesh = parallel.create_mesh()
     config = tiny_config(grad_accum_steps=3)
     with pytest.raises(ValueError, match="grad_accum_steps=3 equal micro-batches.*multiple of 3"):
-        state.check_config(config, type("Info", (), {"image_shape": (8, 8, 1)}), mesh)
+        config_check.check_with_data(config, type("Info", (), {"image_shape": (8, 8, 1)}), mesh)
 
 
 NHWC = ("NHWC", "HWIO", "NHWC")

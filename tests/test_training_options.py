@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from conftest import load_config, run_python
 
+import imgcls
 from imgcls import data, parallel
 from imgcls.evaluation import inspection, metrics
 from imgcls.run import checkpointing
-from imgcls.training import loop as train
+from imgcls.training import early_stopping, loop
 from imgcls.training import state as state_lib
 
 
@@ -63,7 +64,7 @@ def test_early_stopping_stops_resumes_stopped_and_reports_the_best(digits_config
     config.early_stopping_patience = 2
     config.final_report = True
     workdir = str(tmp_path)
-    result = train.train_and_evaluate(config, workdir)
+    result = imgcls.train_and_evaluate(config, workdir)
     spe = 1298 // 64
     eval_steps = [r["step"] for r in read_jsonl(workdir) if "eval_accuracy" in r]
     assert eval_steps == [spe, 2 * spe, 3 * spe]  # 1 best + 2 without improvement
@@ -76,13 +77,13 @@ def test_early_stopping_stops_resumes_stopped_and_reports_the_best(digits_config
     saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["dataset"]["validation_split"] == "train[1298:]"
 
-    again = train.train_and_evaluate(config, workdir)  # already stopped: trains no further
+    again = imgcls.train_and_evaluate(config, workdir)  # already stopped: trains no further
     assert [r["step"] for r in read_jsonl(workdir) if "eval_accuracy" in r][-1] == 3 * spe
     assert again["eval_accuracy"] == result["eval_accuracy"]
 
 
 def test_early_stopping_counter():
-    stopper = train.EarlyStopping(patience=2)
+    stopper = early_stopping.EarlyStopping(patience=2)
     assert [stopper.update(a) for a in (0.5, 0.6, 0.6, 0.7, 0.65, 0.7)] == [
         False,
         False,
@@ -92,7 +93,7 @@ def test_early_stopping_counter():
         True,
     ]
     assert stopper.best == 0.7
-    off = train.EarlyStopping(patience=0)
+    off = early_stopping.EarlyStopping(patience=0)
     assert not any(off.update(0.5) for _ in range(10))
 
 
@@ -114,7 +115,7 @@ def test_class_weights_and_weighted_loss(digits_config):
     for scale in (None, 2.0):
         state, _, _ = state_lib.initial_state(config, info, mesh)
         class_weights = None if scale is None else (scale,) * 10
-        p_train, _ = train.make_steps(config, 10, mesh, class_weights)
+        p_train, _ = loop.make_steps(config, 10, mesh, class_weights)
         _, step_metrics, _ = p_train(state, batch)
         losses[scale] = float(step_metrics.compute()["loss"])
     assert losses[2.0] == pytest.approx(2 * losses[None], rel=1e-5)
@@ -122,17 +123,17 @@ def test_class_weights_and_weighted_loss(digits_config):
 
 def test_balanced_resampling_evens_out_classes():
     from imgcls.data._tf import tf
-    from imgcls.data.pipelines import tf_data as pipeline
+    from imgcls.data.pipelines import tf_data
 
     labels = np.array([0] * 900 + [1] * 100)
     rates = data.balanced_class_weights(np.bincount(labels))
     np.testing.assert_allclose(rates, [1000 / (2 * 900), 1000 / (2 * 100)])
     ds = tf.data.Dataset.from_tensor_slices({"label": labels})
     key = tf.constant([0, 1], tf.int64)
-    out = [int(ex["label"]) for ex in pipeline._resample(ds, rates, key).take(1000)]
+    out = [int(ex["label"]) for ex in tf_data._resample(ds, rates, key).take(1000)]
     counts = collections.Counter(out)
     assert abs(counts[0] - 500) < 60 and abs(counts[1] - 500) < 60, counts
-    again = [int(ex["label"]) for ex in pipeline._resample(ds, rates, key).take(1000)]
+    again = [int(ex["label"]) for ex in tf_data._resample(ds, rates, key).take(1000)]
     assert again == out
 
 
@@ -142,7 +143,7 @@ def test_mixup_and_cutmix_training_learns(digits_config, tmp_path):
     config.augment.cutmix = 1.0
     config.num_epochs = 12
     config.eval_every_epochs = 12
-    result = train.train_and_evaluate(config, str(tmp_path))
+    result = imgcls.train_and_evaluate(config, str(tmp_path))
     assert result["eval_accuracy"] > 0.9
     train_rows = [r for r in read_jsonl(str(tmp_path)) if "train_accuracy" in r]
     # Mixed targets: the soft accuracy of training is below the clean eval accuracy.
@@ -217,7 +218,7 @@ def test_train_step_with_mixing_is_deterministic(digits_config):
     outs = []
     for _ in range(2):
         state, _, _ = state_lib.initial_state(config, info, mesh)
-        p_train, _ = train.make_steps(config, 10, mesh)
+        p_train, _ = loop.make_steps(config, 10, mesh)
         state, step_metrics, _ = p_train(state, batch)
         outs.append((jax.tree.leaves(state.params), step_metrics.compute()))
     for a, b in zip(outs[0][0], outs[1][0], strict=True):
@@ -300,13 +301,13 @@ def test_main_inspect_warns_on_imbalance_and_measures_folder_images(imbalanced_f
 
 
 def test_train_split_too_big_for_memory_is_not_cached(digits_config, monkeypatch, caplog):
-    from imgcls.data.pipelines import tf_data as pipeline
+    from imgcls.data.pipelines import tf_data
 
     digits_config.dataset.pipeline = "tf"  # the tf.data pipeline's cache
     info = data.get_dataset_info(digits_config)
     small = data.create_train_iterator(digits_config, info)
     assert "Not caching" not in caplog.text
-    monkeypatch.setattr(pipeline, "CACHE_MEMORY_FRACTION", 1e-12)
+    monkeypatch.setattr(tf_data, "CACHE_MEMORY_FRACTION", 1e-12)
     uncached_config = digits_config.copy_and_resolve_references()
     uncached_config.dataset.cache = False
     expected = next(data.create_train_iterator(uncached_config, info))

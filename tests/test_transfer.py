@@ -20,9 +20,9 @@ import pytest
 from conftest import folder_config, load_config
 from flax import traverse_util
 
+import imgcls
 from imgcls import data, models, parallel
 from imgcls.run import checkpointing
-from imgcls.training import loop as train
 from imgcls.training import state as state_lib
 from imgcls.transfer import warm_start
 
@@ -65,7 +65,7 @@ def source(tmp_path_factory, data_dir):
     config.optimizer.warmup_epochs = 0.0
     config.final_report = False
     workdir = str(tmp_path_factory.mktemp("source"))
-    train.train_and_evaluate(config, workdir)
+    imgcls.train_and_evaluate(config, workdir)
     return workdir
 
 
@@ -208,7 +208,7 @@ def frozen_run(source, tmp_path_factory):
         keep_checkpoints=10,
     )
     workdir = str(tmp_path_factory.mktemp("frozen"))
-    train.train_and_evaluate(config, workdir)
+    imgcls.train_and_evaluate(config, workdir)
     return config, workdir
 
 
@@ -247,10 +247,10 @@ def test_resume_after_unfreezing_equals_uninterrupted(frozen_run, tmp_path, monk
 
     monkeypatch.setattr(parallel, "global_batch", crash_after_3_steps)
     with pytest.raises(Interrupted):
-        train.train_and_evaluate(config, workdir)
+        imgcls.train_and_evaluate(config, workdir)
     monkeypatch.setattr(parallel, "global_batch", real_global_batch)
     os.remove(os.path.join(workdir, warm_start.REPORT_FILE))
-    train.train_and_evaluate(config, workdir)  # resumes at step 3 (unfrozen): no warm start
+    imgcls.train_and_evaluate(config, workdir)  # resumes at step 3 (unfrozen): no warm start
     assert not os.path.exists(os.path.join(workdir, warm_start.REPORT_FILE))
 
     directory = os.path.join(workdir, "checkpoints")
@@ -275,7 +275,7 @@ def test_freezing_a_model_without_batchnorm_option(data_dir, tmp_path):
     config.freeze_backbone = True
     config.num_train_steps = 3
     config.final_report = False
-    train.train_and_evaluate(config, str(tmp_path))
+    imgcls.train_and_evaluate(config, str(tmp_path))
     after, before = saved(str(tmp_path)), variables_of(fresh_state(config))
     assert same(after, before, [k for k in before if "/head/" not in k])
     assert not same(after, before, HEAD)
@@ -329,7 +329,7 @@ def test_warm_start_beats_scratch_on_flowers(tmp_path):
     source = transfer_config(cifar, tmp_path / "tfds", model)
     source.optimizer.learning_rate = 0.01  # adamw
     source.num_train_steps = 400
-    source_result = train.train_and_evaluate(source, str(tmp_path / "cifar_run"))
+    source_result = imgcls.train_and_evaluate(source, str(tmp_path / "cifar_run"))
     source_seconds = time.time() - start
 
     flowers = _untar(FLOWERS_ARCHIVE, tmp_path / "flowers") / "flowers"
@@ -342,7 +342,7 @@ def test_warm_start_beats_scratch_on_flowers(tmp_path):
         config.num_train_steps = 60
         config.init_from = init_from
         workdir = str(tmp_path / ("warm" if init_from else "scratch"))
-        results["warm" if init_from else "scratch"] = train.train_and_evaluate(config, workdir)
+        results["warm" if init_from else "scratch"] = imgcls.train_and_evaluate(config, workdir)
     warm, scratch = results["warm"]["eval_accuracy"], results["scratch"]["eval_accuracy"]
     print(
         f"CIFAR-10 source: test accuracy {source_result['eval_accuracy']:.4f} "
@@ -362,7 +362,7 @@ def test_transfer_config_fits_the_keras_weights():
     assert config.init_from == "keras" and config.model.name == MODEL_NAME
     assert config.freeze_backbone and config.unfreeze_after_epochs == 3.0
     assert tuple(config.dataset.mean) == KERAS_RESNET50_MEAN
-    model = state_lib.create_model(config, 5, frozen_backbone=True)
+    model = models.from_config(config, 5, frozen_backbone=True)
     assert model.frozen_backbone and model.dtype == np.dtype("bfloat16")
     dummy = jax.ShapeDtypeStruct((1, 224, 224, 3), np.float32)
     target = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)

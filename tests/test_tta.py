@@ -7,6 +7,7 @@ import pytest
 from conftest import load_config
 
 from imgcls import models
+from imgcls.config import schema
 from imgcls.evaluation import tta
 
 
@@ -76,8 +77,8 @@ def test_modes_from_the_config_and_flags():
     assert tta.check_mode("flip", config) == "flip"
     config.eval_tta = "flip_shift"
     assert tta.check_mode(None, config) == "flip_shift"
-    del config["eval_tta"]  # a workdir trained before the option existed
-    assert tta.check_mode(None, config) == "none"
+    del config["eval_tta"]  # a workdir trained before the option existed: completed on load
+    assert tta.check_mode(None, schema.complete(config)) == "none"
     with pytest.raises(ValueError, match="'rotate'.*none, flip, flip_shift"):
         tta.check_mode("rotate", config)
     assert tta.describe({"weights": "ema", "tta": "flip"}) == ["ema weights", "TTA flip"]

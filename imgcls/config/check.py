@@ -3,107 +3,48 @@
 A value out of range would otherwise fail late (a ZeroDivisionError after start-up for
 log_every_steps=0), train something else than asked (num_epochs=0 trains one step; a negative
 learning rate is gradient ascent), or pass silently (image_size=-5 behaves like 0). Each rule
-is one line of the table below; keys a config does not have are not checked.
+is one line of the table below (config.augment's come from the augmentation table,
+imgcls.data.augment.table; the rules' helpers are imgcls.values'); keys a config does not have
+are not checked. `check_with_data` adds what a config can only show against its dataset and
+devices (the batch over the devices, mean/std per channel).
 """
 
-import math
-import numbers
+from absl import logging
 
-from imgcls import models
-from imgcls.data.augment.policies import POLICIES, RANDAUGMENT_BINS
+from imgcls import models, parallel
+from imgcls.config.choices import (
+    ON_NONFINITE,
+    OPTIMIZERS,
+    PLATEAU_METRICS,
+    SCHEDULES,
+    TTA_MODES,
+)
+from imgcls.data.augment import table as augment_table
 from imgcls.data.balance import BALANCE_MODES
 from imgcls.data.pipelines.choice import PIPELINES
-from imgcls.evaluation import tta
-from imgcls.training import optim
-from imgcls.values import AUTO, is_auto, parse_value
-
-ON_NONFINITE = ("stop", "skip")
-
-
-def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def at_least(low, integer=False):
-    def check(value):
-        return (_int(value) if integer else _number(value)) and value >= low
-
-    return check, f"must be {'an integer ' if integer else ''}>= {low}"
-
-
-def above(low):
-    return (lambda value: _number(value) and value > low), f"must be > {low}"
-
-
-def within(low, high, high_open=False):
-    def check(value):
-        return _number(value) and low <= value and (value < high if high_open else value <= high)
-
-    return check, f"must be in [{low}, {high}{')' if high_open else ']'}"
-
-
-def one_of(choices):
-    listed = ", ".join(repr(c) for c in choices)
-    return (lambda value: value in choices), f"must be one of {listed}"
-
-
-def named(kind, choices):
-    """A name from a registry: the message is the one the registry itself gives."""
-    listed = ", ".join(choices)
-    return (
-        lambda value: value in choices
-    ), lambda key, value: f"Unknown {kind} '{value}' (config.{key}). Valid {kind}s: {listed}."
-
-
-def or_auto(rule):
-    """The rule, or 'auto'; a key that is 'auto' in its config gets a --config override as text
-    ('64', '(0.5, 0.5)'), which is checked as the value it spells."""
-    check, text = rule
-
-    def check_or_auto(value):
-        if is_auto(value):
-            return True
-        try:
-            return check(parse_value(value, ""))
-        except ValueError:
-            return False
-
-    return check_or_auto, f"{text} (or '{AUTO}')"
-
-
-def _numbers(check_each):
-    def check(value):
-        return isinstance(value, (tuple, list)) and len(value) > 0 and all(map(check_each, value))
-
-    return check
-
-
-def _area_range(value):
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(map(_number, value))
-        and 0 < value[0] <= value[1] <= 1
-    )
+from imgcls.values import (
+    NON_NEGATIVE,
+    OPEN_FRACTION,
+    POSITIVE_COUNT,
+    above,
+    at_least,
+    is_int,
+    is_number,
+    named,
+    numbers_each,
+    one_of,
+    or_auto,
+)
 
 
 def _split_fractions(value):
     return (
         isinstance(value, (tuple, list))
         and len(value) == 3
-        and all(_number(v) and v >= 0 for v in value)
+        and all(is_number(v) and v >= 0 for v in value)
         and abs(sum(value) - 1.0) <= 1e-6
     )
 
-
-POSITIVE_COUNT = at_least(1, integer=True)
-NON_NEGATIVE = at_least(0)
-FRACTION = within(0, 1)
-OPEN_FRACTION = within(0, 1, high_open=True)
 
 # key: (check(value) -> bool, what is valid, or f(key, value) -> the whole message)
 RULES = {
@@ -121,16 +62,16 @@ RULES = {
     "grad_accum_steps": POSITIVE_COUNT,
     "ema_decay": OPEN_FRACTION,
     "ema_warmup_power": NON_NEGATIVE,
-    "eval_tta": one_of(tta.MODES),
+    "eval_tta": one_of(TTA_MODES),
     "lookahead_every": at_least(0, integer=True),
-    "lookahead_decay": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
+    "lookahead_decay": (lambda v: is_number(v) and 0 < v <= 1, "must be in (0, 1]"),
     "lookahead_power": NON_NEGATIVE,
     "data_init_images": POSITIVE_COUNT,
     "model.name": named("model", tuple(models.MODELS)),
     "model.dropout_rate": OPEN_FRACTION,
     "model.drop_path_rate": OPEN_FRACTION,
-    "optimizer.name": named("optimizer", optim.OPTIMIZERS),
-    "optimizer.schedule": named("schedule", optim.SCHEDULES),
+    "optimizer.name": named("optimizer", OPTIMIZERS),
+    "optimizer.schedule": named("schedule", SCHEDULES),
     # 0 is allowed: the weights stay as they are (evaluating a warm start, tests); < 0 would be
     # gradient ascent.
     "optimizer.learning_rate": at_least(0),
@@ -141,21 +82,23 @@ RULES = {
     "optimizer.warmup_epochs": NON_NEGATIVE,
     "optimizer.trust_coefficient": above(0),
     "optimizer.clip_norm": NON_NEGATIVE,
-    "optimizer.plateau_metric": one_of(optim.PLATEAU_METRICS),
+    "optimizer.plateau_metric": one_of(PLATEAU_METRICS),
     "optimizer.plateau_patience": POSITIVE_COUNT,
-    "optimizer.plateau_factor": (lambda v: _number(v) and 0 < v < 1, "must be in (0, 1)"),
-    "optimizer.plateau_threshold": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
+    "optimizer.plateau_factor": (lambda v: is_number(v) and 0 < v < 1, "must be in (0, 1)"),
+    "optimizer.plateau_threshold": (lambda v: is_number(v) and 0 < v <= 1, "must be in (0, 1]"),
     "optimizer.plateau_min_lr": NON_NEGATIVE,
     "optimizer.warmup_start_scale": NON_NEGATIVE,
     "optimizer.end_scale": NON_NEGATIVE,
     "optimizer.bias_lr_scale": above(0),
     "dataset.image_size": or_auto(at_least(0, integer=True)),
     "dataset.channels": or_auto(one_of((1, 3))),
-    "dataset.mean": or_auto((_numbers(_number), "must be a list of numbers, one per channel")),
-    "dataset.std": or_auto(
-        (_numbers(lambda v: _number(v) and v > 0), "must be a list of numbers > 0")
+    "dataset.mean": or_auto(
+        (numbers_each(is_number), "must be a list of numbers, one per channel")
     ),
-    "dataset.crop_fraction": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
+    "dataset.std": or_auto(
+        (numbers_each(lambda v: is_number(v) and v > 0), "must be a list of numbers > 0")
+    ),
+    "dataset.crop_fraction": (lambda v: is_number(v) and 0 < v <= 1, "must be in (0, 1]"),
     "dataset.validation_fraction": or_auto(OPEN_FRACTION),
     "dataset.shuffle_buffer_size": at_least(0, integer=True),
     "dataset.pipeline": one_of(PIPELINES),
@@ -164,32 +107,14 @@ RULES = {
     "dataset.num_classes": POSITIVE_COUNT,
     "dataset.image_shape": (
         lambda v: (
-            isinstance(v, (tuple, list)) and len(v) == 3 and all(_int(d) and d > 0 for d in v)
+            isinstance(v, (tuple, list)) and len(v) == 3 and all(is_int(d) and d > 0 for d in v)
         ),
         "must be 3 positive integers (height, width, channels)",
     ),
     "dataset.num_train_examples": POSITIVE_COUNT,
     "dataset.num_eval_examples": POSITIVE_COUNT,
-    "augment.area_range": (_area_range, "must be 2 numbers with 0 < low <= high <= 1"),
-    "augment.random_crop_padding": at_least(0, integer=True),
-    "augment.crop_padding_mode": one_of(("constant", "reflect")),
-    "augment.cutout": at_least(0, integer=True),
-    "augment.rotation": within(0, 180),
-    "augment.zoom": OPEN_FRACTION,
-    "augment.translation": OPEN_FRACTION,
-    "augment.brightness": FRACTION,
-    "augment.contrast": FRACTION,
-    "augment.saturation": FRACTION,
-    "augment.hue": within(0, 0.5),
-    "augment.erasing": FRACTION,
-    "augment.mixup": NON_NEGATIVE,
-    "augment.cutmix": NON_NEGATIVE,
-    "augment.policy": one_of(POLICIES),
-    "augment.randaugment_num_ops": POSITIVE_COUNT,
-    "augment.randaugment_magnitude": (
-        lambda v: _int(v) and 0 <= v < RANDAUGMENT_BINS,
-        f"must be an integer in [0, {RANDAUGMENT_BINS - 1}]",
-    ),
+    # config.augment's rules are the augmentation table's (imgcls.data.augment.table)
+    **{f"augment.{key}": row.rule for key, row in augment_table.ROWS.items()},
 }
 
 
@@ -213,7 +138,7 @@ def problems(config) -> list[str]:
             )
     present, epochs = _get(config, "num_epochs")
     _, steps = _get(config, "num_train_steps")
-    if present and not (_number(epochs) and epochs > 0) and not (_int(steps) and steps > 0):
+    if present and not (is_number(epochs) and epochs > 0) and not (is_int(steps) and steps > 0):
         found.append(
             f"config.num_epochs={epochs!r} must be > 0 (or set config.num_train_steps > 0)."
         )
@@ -225,7 +150,7 @@ def _conflicts(config) -> list[str]:
     found = []
     _, lookahead = _get(config, "lookahead_every")
     _, ema_decay = _get(config, "ema_decay")
-    if _int(lookahead) and lookahead > 0 and _number(ema_decay) and ema_decay > 0:
+    if is_int(lookahead) and lookahead > 0 and is_number(ema_decay) and ema_decay > 0:
         found.append(
             "config.lookahead_every and config.ema_decay are both on: use one (lookahead "
             "already ends on an average of the weights)."
@@ -239,7 +164,7 @@ def _conflicts(config) -> list[str]:
         )
     _, decoupled = _get(config, "optimizer.decoupled")
     _, lr = _get(config, "optimizer.learning_rate")
-    if decoupled and _number(lr) and lr <= 0:
+    if decoupled and is_number(lr) and lr <= 0:
         found.append(
             f"config.optimizer.learning_rate={lr!r} must be > 0 with optimizer.decoupled "
             "(the weight decay is given relative to it)."
@@ -254,3 +179,26 @@ def check(config) -> None:
         raise ValueError(found[0])
     if found:
         raise ValueError(f"{len(found)} config values are invalid:\n  " + "\n  ".join(found))
+
+
+def check_with_data(config, info, mesh) -> None:
+    """Errors a config can only show against its dataset and devices, before any work."""
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    accum = int(config.grad_accum_steps)
+    if accum > 1 and config.batch_size % (accum * mesh.devices.size):
+        raise ValueError(
+            f"config.batch_size={config.batch_size} cannot be cut into config.grad_accum_steps="
+            f"{accum} equal micro-batches on each of the {mesh.devices.size} devices; use a "
+            f"multiple of {accum * mesh.devices.size}."
+        )
+    channels = info.image_shape[-1]
+    for key in ("mean", "std"):
+        if len(config.dataset[key]) not in (1, channels):
+            raise ValueError(
+                f"config.dataset.{key} has {len(config.dataset[key])} values but the images "
+                f"have {channels} channels; give 1 or {channels} values, e.g. "
+                f"--config.dataset.{key}='({', '.join(['0.5'] * channels)},)'."
+            )
+    if config.unfreeze_after_epochs >= 0 and not config.freeze_backbone:
+        logging.warning("config.unfreeze_after_epochs has no effect without freeze_backbone.")

@@ -1,11 +1,19 @@
-"""Input pipelines: dataset metadata and per-process batch iterators.
+"""Data: sources of examples, input pipelines, augmentations; this module is the data API.
 
-Importing this package does not import TensorFlow: DatasetInfo, the batch arithmetic and
-normalize are TF-free, and the functions that build tf.data pipelines import their modules
-on first call. Models and training can therefore run where TensorFlow is not installed.
+sources/ (TFDS catalog, digits, synthetic, image folders: one interface and a registry),
+pipelines/ (tf.data and device-resident batch iterators, and 'auto' between them), augment/
+(the augmentation table and its ops), images.py (reading untrusted image bytes), splits.py,
+batching.py, normalize.py, balance.py, auto.py ('auto' image settings), info.py (DatasetInfo),
+preprocess.py (resizing and crops in TF), _tf.py (the one TensorFlow import). Importing this
+package does not import TensorFlow: the functions below import the pipelines on first call, so
+models and training run where TensorFlow is not installed. May import the top-level leaves
+(values, parallel); never models, config or anything above.
 """
 
-from imgcls.data.augment import jax_ops as jax_augment
+import jax
+from jax.experimental import multihost_utils
+
+from imgcls.data.augment import table as augment_table
 from imgcls.data.balance import balanced_class_weights, check_balance
 from imgcls.data.batching import num_eval_batches, steps_per_epoch
 from imgcls.data.info import DatasetInfo
@@ -22,6 +30,8 @@ __all__ = [
     "create_train_iterator",
     "get_dataset_info",
     "normalize",
+    "prepare_dataset",
+    "process_zero_first",
     "num_eval_batches",
     "resolve_dataset",
     "resolve_pipeline",
@@ -35,9 +45,24 @@ __all__ = [
 
 def get_dataset_info(config):
     """DatasetInfo of config.dataset (prepares TFDS data into config.dataset.data_dir once)."""
-    from imgcls.data.pipelines import tf_data as pipeline
+    from imgcls.data.pipelines import tf_data
 
-    return pipeline.get_dataset_info(config)
+    return tf_data.get_dataset_info(config)
+
+
+def process_zero_first(fn, config):
+    """fn(config) in every process, process 0 first: it prepares the data (preparation must not
+    race across hosts) while the others wait, then they read what it prepared."""
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            fn(config)
+        multihost_utils.sync_global_devices("imgcls: dataset prepared")
+    return fn(config)
+
+
+def prepare_dataset(config):
+    """get_dataset_info(config), with several processes process 0 first (process_zero_first)."""
+    return process_zero_first(get_dataset_info, config)
 
 
 def resolve_dataset(config):
@@ -49,9 +74,9 @@ def resolve_dataset(config):
     recorded (imgcls.data.auto). A config without 'auto' values comes back as it was, its
     validation_fraction turned into split slices.
     """
-    from imgcls.data.pipelines import tf_data as pipeline
+    from imgcls.data.pipelines import tf_data
 
-    return pipeline.resolve_dataset(config)
+    return tf_data.resolve_dataset(config)
 
 
 def create_train_iterator(config, info, start_step=0, mesh=None):
@@ -72,16 +97,10 @@ def create_train_iterator(config, info, start_step=0, mesh=None):
         raise ValueError(
             f"config.dataset.pipeline='{config.dataset.pipeline}' is not 'auto', 'tf' or 'device'."
         )
-    device_only = jax_augment.device_only_augmentations(config.augment)
-    if device_only:
-        keys = ", ".join(f"config.augment.{n}={config.augment[n]!r}" for n in device_only)
-        raise ValueError(
-            f"{keys}: only the device input pipeline implements these; set "
-            "config.dataset.pipeline='device' (or 'auto') or switch them off."
-        )
-    from imgcls.data.pipelines import tf_data as pipeline
+    augment_table.check_implemented(config.augment, augment_table.TF)
+    from imgcls.data.pipelines import tf_data
 
-    return pipeline.create_train_iterator(config, info, start_step)
+    return tf_data.create_train_iterator(config, info, start_step)
 
 
 def create_eval_iterator(config, info, split=None):
@@ -90,9 +109,9 @@ def create_eval_iterator(config, info, split=None):
     Padded and masked so every example of the split is seen exactly once; `index` is the
     example's position in the split (-1 for padding). split defaults to config.dataset.eval_split.
     """
-    from imgcls.data.pipelines import tf_data as pipeline
+    from imgcls.data.pipelines import tf_data
 
-    return pipeline.create_eval_iterator(config, info, split)
+    return tf_data.create_eval_iterator(config, info, split)
 
 
 def eval_batches(config, info, split):
@@ -117,6 +136,6 @@ def class_weights(config, info):
 
 def count_labels(config, info, split):
     """Examples per class (int array of length num_classes) in the whole split."""
-    from imgcls.data.pipelines import tf_data as pipeline
+    from imgcls.data.pipelines import tf_data
 
-    return pipeline.count_labels(config, info, split)
+    return tf_data.count_labels(config, info, split)

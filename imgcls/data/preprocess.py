@@ -7,7 +7,7 @@ stay uint8 (rounded and clipped after resizing); normalization happens on device
 """
 
 from imgcls.data._tf import tf
-from imgcls.data.augment import tf_ops as augment
+from imgcls.data.augment import tf_ops
 
 INCEPTION_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # random-resized crop: aspect ratio range
 INCEPTION_MAX_ATTEMPTS = 10  # then fall back to the whole image
@@ -111,9 +111,9 @@ def preprocess_train(example, key, config, shape):
     elif size > 0:
         image = random_crop(image, size, resize_key, float(ds.crop_fraction))
     if aug.random_crop_padding > 0:
-        mode = aug.get("crop_padding_mode", "constant")
+        mode = aug.crop_padding_mode
         image = pad_and_random_crop(image, int(aug.random_crop_padding), crop_key, mode)
-    image = augment.augment_image(image, augment_key, aug)
+    image = tf_ops.augment_image(image, augment_key, aug)
     return {"image": tf.ensure_shape(image, shape), "label": example["label"]}
 
 

@@ -1,15 +1,14 @@
-"""Evaluation: the eval step, evaluation during training, and checkpoint reports.
+"""Evaluation of a checkpoint, and the report of an evaluation: `evaluate_checkpoint(W)`.
 
-The eval step runs the model on one batch shard and merges masked CLU metrics over the `data`
-axis; training calls `evaluate_batches` on its validation split. `evaluate_checkpoint(W)` needs
-nothing but the workdir: the config comes from `W/config.json`, the variables from
-`W/checkpoints` (restored alone, without an optimizer). It writes a report per (split, step):
-metrics (including the confusion matrix that precision, recall and F1 derive from, merged on
-device), predictions, figures. Logits reach the host only to be saved in `predictions.npz` and
-to pick the examples that the figures show.
+It needs nothing but the workdir: the config comes from `W/config.json`, the variables from
+`W/checkpoints` (restored alone, without an optimizer: imgcls.run.restore). It writes a report
+per (split, step) under W/eval/<split>_<step>/: metrics (including the confusion matrix that
+precision, recall and F1 derive from, merged on device), predictions, figures (report.py,
+grad_cam.py) and report.md. Training ends with the same report of its final weights
+(`evaluate_variables`). Logits reach the host only to be saved in `predictions.npz` and to pick
+the examples that the figures show.
 """
 
-import functools
 import os
 import re
 from typing import NamedTuple
@@ -20,75 +19,16 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from imgcls import data, losses, parallel
-from imgcls.data.normalize import mean_std, normalize
-from imgcls.evaluation import grad_cam as cam
+from imgcls import data, models, parallel
+from imgcls.evaluation import grad_cam, report
 from imgcls.evaluation import metrics as metrics_lib
-from imgcls.evaluation import report
 from imgcls.evaluation import tta as tta_lib
-from imgcls.run import files
+from imgcls.evaluation.step import AXIS, make_eval_step, run_eval_step
+from imgcls.run import files, restore
 from imgcls.run import workdir as workdir_files
-from imgcls.training import ema, state
 
-AXIS = parallel.AXIS
 GRID_EXAMPLES = 16  # correct and wrong examples shown in predictions.png (each)
-CAM_EXAMPLES = 4  # correct and wrong examples explained in cam.png (each)
 COUNT_LABELS_MAX_EXAMPLES = 300_000  # larger splits are left out of class_distribution.png
-# What an eval batch sends to the devices; its 'index' (position in the split) stays on the host.
-EVAL_DEVICE_KEYS = ("image", "label", "mask")
-
-
-def eval_step(variables, batch, *, apply_fn, mean, std, metrics_cls, tta="none"):
-    """Logits and masked metrics of one eval batch shard (padding examples have mask False);
-    `tta` (imgcls.evaluation.tta.MODES) averages the logits of transformed views."""
-
-    def logits_fn(images):
-        return apply_fn(variables, images, train=False)
-
-    logits = tta_lib.logits(tta, logits_fn, normalize(batch["image"], mean, std))
-    batch_metrics = metrics_cls.gather_from_model_output(
-        axis_name=AXIS,
-        loss=losses.cross_entropy(logits, batch["label"]),
-        logits=logits,
-        labels=batch["label"],
-        mask=batch["mask"],
-    )
-    return batch_metrics, logits
-
-
-def make_eval_step(config, num_classes: int, mesh, metrics_cls=None, tta=None):
-    """The data-parallel eval step f(variables, global batch) -> (merged metrics, logits
-    sharded on 'data'), for config's model in inference mode. metrics_cls defaults to the
-    training collection (loss, accuracy, top-5); tta to config.eval_tta."""
-    mean, std = mean_std(config)
-    return parallel.data_parallel(
-        functools.partial(
-            eval_step,
-            apply_fn=state.create_model(config, num_classes).apply,
-            mean=mean,
-            std=std,
-            metrics_cls=metrics_cls or metrics_lib.metrics_collection(num_classes),
-            tta=tta_lib.check_mode(tta, config),
-        ),
-        mesh,
-        in_specs=(P(), P(AXIS)),
-        out_specs=(P(), P(AXIS)),
-    )
-
-
-def run_eval_step(p_eval, variables, local_batch, mesh):
-    """Runs the eval step on one host-local eval batch from the input pipeline."""
-    device_batch = {k: local_batch[k] for k in EVAL_DEVICE_KEYS}
-    return p_eval(variables, parallel.global_batch(mesh, device_batch))
-
-
-def evaluate_batches(p_eval, variables, batches, mesh):
-    """Merges the metrics of every eval batch; exact because padding is masked."""
-    total = None
-    for local_batch in batches:
-        batch_metrics, _ = run_eval_step(p_eval, variables, local_batch, mesh)
-        total = batch_metrics if total is None else total.merge(batch_metrics)
-    return total
 
 
 def report_dir(workdir: str, split: str, step: int, variant: str = "") -> str:
@@ -100,7 +40,7 @@ def report_dir(workdir: str, split: str, step: int, variant: str = "") -> str:
 
 def _variant(config, weights: str, tta: str) -> str:
     """'' for the run's default weights and TTA; else what differs, e.g. 'raw' or 'raw_flip'."""
-    parts = [weights] if weights != ema.default_weights(config) else []
+    parts = [weights] if weights != restore.default_weights(config) else []
     parts += [tta] if tta != tta_lib.check_mode(None, config) else []
     return "_".join(parts)
 
@@ -115,13 +55,13 @@ def evaluate_checkpoint(
     config.eval_tta).
     """
     config = workdir_files.load_config(workdir)
-    weights, tta = ema.check_weights(weights, config), tta_lib.check_mode(tta, config)
+    weights, tta = restore.check_weights(weights, config), tta_lib.check_mode(tta, config)
     if split:
         config.dataset.eval_split = split
-    info = state.prepare_dataset(config)
+    info = data.prepare_dataset(config)
     mesh = parallel.create_mesh()
-    model = state.create_model(config, info.num_classes)
-    variables, step, name = state.restore_variables(
+    model = models.from_config(config, info.num_classes)
+    variables, step, name = restore.restore_variables(
         workdir, model, info.image_shape, checkpoint, weights
     )
     variables = parallel.replicate(variables, mesh)
@@ -201,27 +141,6 @@ def _eval_pass(config, info, variables, mesh, tta):
         "index": indices[mask][order].astype(np.int64),
     }
     return total.compute(), predictions, examples
-
-
-def _grad_cam_figure(config, info, variables, examples, path):
-    """Grad-CAM of the predicted class for a few correct and wrong examples."""
-    chosen = examples.correct[:CAM_EXAMPLES] + examples.wrong[:CAM_EXAMPLES]
-    if not chosen:
-        return False
-    images = np.stack([e.image for e in chosen])
-    model = state.create_model(config, info.num_classes)
-    variables = jax.tree.map(np.asarray, variables)
-    inputs = np.asarray(normalize(images, *mean_std(config)))
-    predicted = np.array([e.predicted for e in chosen])
-    cams = cam.grad_cam(model, variables, inputs, predicted)
-    names = info.class_names
-    titles = [
-        f"{'correct' if e.label == e.predicted else 'wrong'}: true {names[e.label]}, "
-        f"pred {names[e.predicted]} ({e.confidence:.2f})"
-        for e in chosen
-    ]
-    report.plot_cam(images, cams, titles, path)
-    return True
 
 
 def _class_counts(config, info, eval_counts):
@@ -321,6 +240,9 @@ def _write_report(config, workdir, info, variables, out, results, predictions, e
     counts = _class_counts(config, info, confusion.sum(1))
     report.plot_class_distribution(counts, names, os.path.join(out, "class_distribution.png"))
     figures["Examples per class"] = "class_distribution.png"
-    if _grad_cam_figure(config, info, variables, examples, os.path.join(out, "cam.png")):
+    model = models.from_config(config, info.num_classes)
+    if grad_cam.report_figure(
+        config, model, info, variables, examples, os.path.join(out, "cam.png")
+    ):
         figures["Grad-CAM of the predicted class"] = "cam.png"
     report.write_report_md(os.path.join(out, "report.md"), results, figures)

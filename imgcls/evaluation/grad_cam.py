@@ -2,9 +2,10 @@
 
 A trained classifier can be right for the wrong reason (a watermark, the background, a border);
 accuracy alone does not show it, a class-activation map does. Grad-CAM needs no change to the
-architecture and works for every model here: each one adds a zero-valued 'perturbations/features'
-variable to its last spatial feature map A (`Module.perturb`, a no-op unless that collection is
-passed) and sows A as 'intermediates/features'. The gradient of the class score with respect to
+architecture and works for every model here: the model contract's hook
+(imgcls.models.contract.feature_map) adds a zero-valued 'perturbations/features' variable to the
+last spatial feature map A (`Module.perturb`, a no-op unless that collection is passed) and sows
+A as 'intermediates/features'. The gradient of the class score with respect to
 the perturbation is the gradient with respect to A, so one forward and one backward pass give
 
     weights[n, k] = mean over (i, j) of d logit[n, c_n] / d A[n, i, j, k]
@@ -22,18 +23,26 @@ otherwise, e.g. the ResNets, whose `stage_sizes` is a list).
 """
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 
-__all__ = ["cam_argmax", "grad_cam"]
+from imgcls.data.normalize import mean_std, normalize
+from imgcls.evaluation import report
+from imgcls.models import contract
 
-FEATURES = "features"
+__all__ = ["cam_argmax", "grad_cam", "plot_cam", "report_figure"]
+
+FEATURES = contract.FEATURES
 # Only these collections are passed to the model; anything else in `variables` is ignored.
-_INPUT_COLLECTIONS = ("params", "batch_stats")
+_INPUT_COLLECTIONS = contract.VARIABLES
+REPORT_EXAMPLES = 4  # correct and wrong examples explained in a report's cam.png (each)
+_CAMS_PER_ROW = 4  # CAM examples (image + overlay) per row
 
 
 class _StaticModel:
@@ -63,13 +72,13 @@ class _StaticModel:
 
 def _class_score_and_features(static, variables, perturbations, images, class_indices):
     logits, state = static.model.apply(
-        {**variables, "perturbations": perturbations},
+        {**variables, contract.PERTURBATIONS: perturbations},
         images,
         train=False,
-        mutable=["intermediates"],
+        mutable=[contract.INTERMEDIATES],
     )
     score = jnp.take_along_axis(logits, class_indices[:, None], axis=1).sum()
-    return score, state["intermediates"][FEATURES][0]
+    return score, state[contract.INTERMEDIATES][FEATURES][0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -77,8 +86,8 @@ def _grad_cam(static, variables, images, class_indices):
     model = static.model
     # Zero perturbations shaped like the feature map: the model creates them when the collection
     # is mutable (only their shapes are used, so XLA drops this forward pass).
-    _, state = model.apply(variables, images, train=False, mutable=["perturbations"])
-    perturbations = jax.tree.map(jnp.zeros_like, state["perturbations"])
+    _, state = model.apply(variables, images, train=False, mutable=[contract.PERTURBATIONS])
+    perturbations = jax.tree.map(jnp.zeros_like, state[contract.PERTURBATIONS])
     grads, features = jax.grad(_class_score_and_features, argnums=2, has_aux=True)(
         static, variables, perturbations, images, class_indices
     )
@@ -97,8 +106,8 @@ def grad_cam(model, variables: Mapping[str, Any], images, class_indices) -> np.n
     """Grad-CAM maps of `class_indices` for `images`, as float32 numpy [N, H, W] in [0, 1].
 
     Args:
-      model: an imgcls Flax module (it must call `self.perturb('features', x)` and
-        `self.sow('intermediates', 'features', x)` on its last spatial feature map).
+      model: an imgcls Flax module (its last spatial feature map goes through
+        imgcls.models.contract.feature_map, as the model contract says).
       variables: {'params': ..., 'batch_stats': ...} ('batch_stats' optional); other
         collections are ignored.
       images: float32 [N, H, W, C], normalised as the model's inputs.
@@ -117,17 +126,14 @@ def grad_cam(model, variables: Mapping[str, Any], images, class_indices) -> np.n
     inputs = {k: variables[k] for k in _INPUT_COLLECTIONS if k in variables and variables[k]}
     if "params" not in inputs:
         raise ValueError("variables must contain 'params'.")
+    mutable = [contract.INTERMEDIATES, contract.PERTURBATIONS]
     probe = jax.eval_shape(
-        lambda v, x: model.apply(v, x, train=False, mutable=["intermediates", "perturbations"]),
-        inputs,
-        images[:1],
+        lambda v, x: model.apply(v, x, train=False, mutable=mutable), inputs, images[:1]
     )[1]
-    if FEATURES not in probe.get("perturbations", {}) or FEATURES not in probe.get(
-        "intermediates", {}
-    ):
+    if any(FEATURES not in probe.get(collection, {}) for collection in mutable):
         raise ValueError(
-            f"{type(model).__name__} does not expose its feature map to Grad-CAM: it must call "
-            f"self.perturb('{FEATURES}', x) and self.sow('intermediates', '{FEATURES}', x)."
+            f"{type(model).__name__} does not expose its feature map to Grad-CAM: its last "
+            "spatial feature map must go through imgcls.models.contract.feature_map(self, x)."
         )
     cams = _grad_cam(_StaticModel(model), inputs, images, class_indices)
     return np.asarray(cams, np.float32)
@@ -139,3 +145,54 @@ def cam_argmax(cams) -> np.ndarray:
     n, _, width = cams.shape
     flat = np.argmax(cams.reshape(n, -1), axis=1)
     return np.stack([flat // width, flat % width], axis=1)
+
+
+def plot_cam(images, cams, titles, path) -> None:
+    """Each image next to itself overlaid with its class activation map (jet, semi-transparent)."""
+    images, cams = np.asarray(images), np.asarray(cams, dtype=np.float32)
+    if cams.shape != images.shape[:3] or len(titles) != len(images):
+        raise ValueError(
+            f"plot_cam needs images [N, H, W, C], cams [N, H, W] and N titles; got images "
+            f"{images.shape}, cams {cams.shape} and {len(titles)} titles."
+        )
+    n = len(images)
+    per_row = max(1, min(n, _CAMS_PER_ROW))
+    rows = max(1, math.ceil(n / per_row))
+    fig = Figure(figsize=(4 * per_row, 2.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2 * per_row, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for k in range(n):
+        image = images[k][..., 0] if images.shape[-1] == 1 else images[k]
+        gray = dict(cmap="gray", vmin=0, vmax=255) if images.shape[-1] == 1 else {}
+        plain, overlay = axes[2 * k], axes[2 * k + 1]
+        plain.imshow(image, interpolation="nearest", **gray)
+        plain.set_title(titles[k], fontsize=9)
+        overlay.imshow(image, interpolation="nearest", **gray)
+        overlay.imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+        overlay.set_title("CAM", fontsize=9)
+    if n == 0:
+        fig.text(0.5, 0.5, "none", ha="center", va="center", color="gray")
+    report.save_figure(fig, path)
+
+
+def report_figure(config, model, info, variables, examples, path) -> bool:
+    """An evaluation report's cam.png: Grad-CAM of the predicted class for the first
+    REPORT_EXAMPLES correct and most confidently wrong `examples` (evaluate.py keeps them).
+    False (and no file) when there are none."""
+    chosen = examples.correct[:REPORT_EXAMPLES] + examples.wrong[:REPORT_EXAMPLES]
+    if not chosen:
+        return False
+    images = np.stack([e.image for e in chosen])
+    variables = jax.tree.map(np.asarray, variables)
+    inputs = np.asarray(normalize(images, *mean_std(config)))
+    predicted = np.array([e.predicted for e in chosen])
+    cams = grad_cam(model, variables, inputs, predicted)
+    names = info.class_names
+    titles = [
+        f"{'correct' if e.label == e.predicted else 'wrong'}: true {names[e.label]}, "
+        f"pred {names[e.predicted]} ({e.confidence:.2f})"
+        for e in chosen
+    ]
+    plot_cam(images, cams, titles, path)
+    return True

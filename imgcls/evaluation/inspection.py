@@ -15,13 +15,13 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from imgcls import data
+from imgcls.config import resolve
 from imgcls.data import preprocess
 from imgcls.data._tf import AUTOTUNE, tf
 from imgcls.data.pipelines import device as device_pipeline
 from imgcls.data.sources import registry as sources
 from imgcls.evaluation import report
 from imgcls.run import files
-from imgcls.training import state as state_lib
 
 IMBALANCE_WARNING_RATIO = 3.0  # warn when the largest class has this many times the smallest
 SIZE_SAMPLE = 1000  # images decoded per split for the image-size statistics
@@ -120,7 +120,7 @@ def augmented_copies(config, info, image, label):
         resized = preprocess.preprocess_eval(example, config, info.image_shape)["image"].numpy()
         augment = device_pipeline.batch_augmenter(config, info)
         keys = jax.random.split(jax.random.key(config.seed), AUGMENTED_COPIES)
-        alternating = config.augment.get("alternating_flip", False)
+        alternating = config.augment.alternating_flip
 
         def copy(k, key):  # the alternating flip: every other copy mirrored, as odd epochs are
             mirror = jnp.array([k % 2 == 1]) if alternating else None
@@ -137,7 +137,7 @@ def augmented_copies(config, info, image, label):
 
 def inspect_dataset(config, workdir):
     """Writes W/inspect/ and returns its summary (also saved as inspect.json)."""
-    config, info, resolved = state_lib.resolve_run(config)
+    config, info, resolved = resolve.resolve_run(config)
     source = sources.get_source(config)
     out = os.path.join(workdir, "inspect")
     os.makedirs(out, exist_ok=True)
@@ -177,7 +177,7 @@ def inspect_dataset(config, workdir):
         ("original, then\naugmented" if r == 0 else "", grid[r * per_row : (r + 1) * per_row])
         for r in range(4)
     ]
-    policy = config.augment.get("policy", "none")
+    policy = config.augment.policy
     title = f"augmentations of one '{names[label]}'" + (f" ({policy})" if policy != "none" else "")
     plot_image_rows(aug_rows, os.path.join(out, "augmentations.png"), title)
     summary["figures"] = ["class_distribution.png", "samples.png", "augmentations.png"]

@@ -20,12 +20,11 @@ _ANNOTATE_MAX_CLASSES = 20  # cell numbers in the confusion matrix up to this ma
 _HBAR_MIN_CLASSES = 30  # class distribution switches to horizontal bars from here on
 _PER_ROW = 8  # prediction thumbnails per row
 _MAX_PER_SECTION = 64  # prediction thumbnails drawn per section, to bound the figure size
-_CAMS_PER_ROW = 4  # CAM examples (image + overlay) per row
 _MAX_TABLE_ROWS = 100  # per-class rows in report.md
 _SECTION_KEYS = ("images", "true_labels", "predicted_labels", "confidences")
 
 
-def _save(fig: Figure, path) -> None:
+def save_figure(fig: Figure, path) -> None:
     """Writes the figure as PNG, whole or not at all (files.atomic_open)."""
     with files.atomic_open(path, "wb") as f:  # Agg; the figure is not registered anywhere
         fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
@@ -116,7 +115,7 @@ def plot_confusion_matrix(confusion, class_names, path) -> None:
             style = dict(ha="center", va="center", fontsize=min(9, fontsize))
             for (i, j), v in np.ndenumerate(values):
                 ax.text(j, i, format(v, fmt), color="white" if v > vmax / 2 else "black", **style)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_learning_curves(rows: list[dict], path) -> list[int]:
@@ -144,7 +143,7 @@ def plot_learning_curves(rows: list[dict], path) -> list[int]:
         ax.set_ylabel(metric)
         ax.set_title(metric.capitalize())
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return sorted({int(r["step"]) for r in rows if r.get("eval_accuracy") is not None})
 
 
@@ -192,7 +191,7 @@ def plot_predictions(
     section = dict(zip(_SECTION_KEYS, values, strict=True))
     fig = Figure(figsize=(1.6 * _PER_ROW, 1.9 * _section_rows(section) + 0.6), layout="constrained")
     _draw_section(fig, section, class_names, title or "Predictions")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_prediction_grid(correct: dict, wrong: dict, class_names, path) -> None:
@@ -210,7 +209,7 @@ def plot_prediction_grid(correct: dict, wrong: dict, class_names, path) -> None:
         strict=True,
     ):
         _draw_section(sub, section, class_names, title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_class_distribution(counts: dict[str, np.ndarray], class_names, path) -> None:
@@ -254,36 +253,7 @@ def plot_class_distribution(counts: dict[str, np.ndarray], class_names, path) ->
     if counts:
         fig.legend(loc="outside lower center", ncols=n)
     ax.grid(alpha=0.3, axis="x" if horizontal else "y")
-    _save(fig, path)
-
-
-def plot_cam(images, cams, titles, path) -> None:
-    """Each image next to itself overlaid with its class activation map (jet, semi-transparent)."""
-    images, cams = np.asarray(images), np.asarray(cams, dtype=np.float32)
-    if cams.shape != images.shape[:3] or len(titles) != len(images):
-        raise ValueError(
-            f"plot_cam needs images [N, H, W, C], cams [N, H, W] and N titles; got images "
-            f"{images.shape}, cams {cams.shape} and {len(titles)} titles."
-        )
-    n = len(images)
-    per_row = max(1, min(n, _CAMS_PER_ROW))
-    rows = max(1, math.ceil(n / per_row))
-    fig = Figure(figsize=(4 * per_row, 2.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, 2 * per_row, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for k in range(n):
-        image = images[k][..., 0] if images.shape[-1] == 1 else images[k]
-        gray = dict(cmap="gray", vmin=0, vmax=255) if images.shape[-1] == 1 else {}
-        plain, overlay = axes[2 * k], axes[2 * k + 1]
-        plain.imshow(image, interpolation="nearest", **gray)
-        plain.set_title(titles[k], fontsize=9)
-        overlay.imshow(image, interpolation="nearest", **gray)
-        overlay.imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
-        overlay.set_title("CAM", fontsize=9)
-    if n == 0:
-        fig.text(0.5, 0.5, "none", ha="center", va="center", color="gray")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _fmt(value, digits=4) -> str:

@@ -12,7 +12,8 @@ one view; the cost is one forward pass per view.
 
 import jax.numpy as jnp
 
-MODES = ("none", "flip", "flip_shift")
+from imgcls.config.choices import TTA_MODES as MODES
+
 SHIFT = 1  # pixels, each way, in flip_shift
 
 
@@ -54,9 +55,9 @@ def logits(mode: str, logits_fn, images):
 
 
 def check_mode(mode: str | None, config) -> str:
-    """The TTA to use: `mode` (a --tta flag), else the run's config.eval_tta (older runs: none);
-    ValueError naming the choices for any other value."""
-    mode = mode or config.get("eval_tta", "none")
+    """The TTA to use: `mode` (a --tta flag), else the run's config.eval_tta; ValueError
+    naming the choices for any other value."""
+    mode = mode or config.eval_tta
     if mode not in MODES:
         raise ValueError(f"Test-time augmentation {mode!r}: use one of {', '.join(MODES)}.")
     return mode

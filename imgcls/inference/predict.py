@@ -23,14 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from imgcls import parallel
+from imgcls import models, parallel
 from imgcls.data import images
 from imgcls.data.images import BrokenImage, NotAnImage
 from imgcls.data.normalize import mean_std, normalize
 from imgcls.evaluation import tta as tta_lib
-from imgcls.run import files
+from imgcls.run import files, restore
 from imgcls.run import workdir as workdir_files
-from imgcls.training import ema, state
 
 DEFAULT_TOP_K = 5
 PREPROCESS_THREADS = 8  # images decoded at once (PIL and TF release the GIL)
@@ -64,13 +63,13 @@ class Predictor:
     ):
         self.workdir = workdir
         self.config = config = workdir_files.load_config(workdir)
-        self.weights = ema.check_weights(weights, config)
+        self.weights = restore.check_weights(weights, config)
         self.tta = tta_lib.check_mode(tta, config)
-        info = state.saved_dataset_info(workdir, config)
+        info = restore.saved_dataset_info(workdir, config)
         self.class_names = tuple(info["class_names"])
         self.image_shape = tuple(int(d) for d in info["image_shape"])
-        self.model = state.create_model(config, len(self.class_names))
-        self.variables, self.step, self.checkpoint = state.restore_variables(
+        self.model = models.from_config(config, len(self.class_names))
+        self.variables, self.step, self.checkpoint = restore.restore_variables(
             workdir, self.model, self.image_shape, checkpoint, self.weights
         )
         self.batch_size = int(batch_size or min(config.eval_batch_size, PREDICT_BATCH_SIZE))

@@ -127,7 +127,7 @@ def _message(name, error, advice) -> str:
 
 
 def _model_info(predictor) -> str:
-    name = predictor.config.dataset.get("name", "model")
+    name = predictor.config.dataset.name
     shape = "x".join(map(str, predictor.image_shape))
     return (
         f"{name}: {len(predictor.class_names)} classes, images {shape}, "
@@ -135,32 +135,8 @@ def _model_info(predictor) -> str:
     )
 
 
-def create_app(
-    predictor,
-    *,
-    max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
-    max_pixels=images.MAX_PIXELS,
-    max_decoded_pixels=images.MAX_DECODED_PIXELS,
-    top_k=5,
-    batch_wait_ms=5.0,
-):
-    """The FastAPI app serving `predictor` (a predict.Predictor); see the module docstring."""
-    fastapi = _import_fastapi()
-    # The web stack is the optional [serve] extra: imported once _import_fastapi found it.
-    from fastapi.responses import HTMLResponse
-    from starlette.datastructures import UploadFile
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import Request
-
-    HTTPException = fastapi.HTTPException
-    batcher = _Batcher(predictor, batch_wait_ms / 1000.0)
-    with open(PAGE_FILE, encoding="utf-8") as f:
-        page = f.read().replace("{{MODEL_INFO}}", html.escape(_model_info(predictor)))
-    limit_mb = max_upload_bytes / 2**20
-    too_large = (
-        f"over the upload limit of {max_upload_bytes:,} bytes ({limit_mb:g} MiB); send a "
-        "smaller image or restart the server with a larger --max_upload_mb"
-    )
+def _lifespan(predictor, batcher):
+    """The app's start and stop: the preprocessing traced once, the batch worker running."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -180,11 +156,26 @@ def create_app(
             batcher.model_thread.shutdown(wait=True)
             batcher.queue = batcher.model_thread = batcher.decoding_slots = None
 
-    app = fastapi.FastAPI(title="imgcls", lifespan=lifespan)
+    return lifespan
+
+
+def _upload_reader(fastapi, max_upload_bytes):
+    """async f(request) -> (filename, bytes) of the form's `file`, never holding more than the
+    limit allows (a body that grows past it is cut off while it streams in): 413 or 400."""
+    # The web stack is the optional [serve] extra: imported once _import_fastapi found it.
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import Request
+
+    HTTPException = fastapi.HTTPException
+    limit_mb = max_upload_bytes / 2**20
+    too_large = (
+        f"over the upload limit of {max_upload_bytes:,} bytes ({limit_mb:g} MiB); send a "
+        "smaller image or restart the server with a larger --max_upload_mb"
+    )
+    body_limit = max_upload_bytes + FORM_OVERHEAD_BYTES
 
     async def read_upload(request) -> tuple[str, bytes]:
-        """(filename, bytes) of the form's `file`, never holding more than the limit allows."""
-        body_limit = max_upload_bytes + FORM_OVERHEAD_BYTES
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > body_limit:
             raise HTTPException(413, f"The upload of {int(length):,} bytes is {too_large}.")
@@ -221,28 +212,56 @@ def create_app(
         finally:
             await form.close()
 
+    return read_upload
+
+
+async def _decoded(fastapi, batcher, name, data, max_pixels, max_decoded_pixels):
+    """The upload's preprocessed image, decoded in a thread (PIL and TF release the GIL, the
+    event loop stays free); an image that cannot be used is a 415, 400 or 413 saying why."""
+    HTTPException = fastapi.HTTPException
+    batcher.check_running()
+    batcher.decoding += 1
+    try:
+        async with batcher.decoding_slots:
+            return await asyncio.to_thread(
+                batcher.predictor.preprocess, data, max_pixels, max_decoded_pixels
+            )
+    except images.NotAnImage as e:
+        raise HTTPException(415, _message(name, e, "Upload an image file instead.")) from None
+    except images.BrokenImage as e:
+        advice = "Upload the file again, or open and re-save it."
+        raise HTTPException(400, _message(name, e, advice)) from None
+    except images.ImageTooLarge as e:
+        advice = f"Downscale it to at most {max_decoded_pixels:,} pixels."
+        raise HTTPException(413, _message(name, e, advice)) from None
+    finally:  # (no await between this and the caller's queueing: the worker sees either)
+        batcher.decoding -= 1
+
+
+def create_app(
+    predictor,
+    *,
+    max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels=images.MAX_PIXELS,
+    max_decoded_pixels=images.MAX_DECODED_PIXELS,
+    top_k=5,
+    batch_wait_ms=5.0,
+):
+    """The FastAPI app serving `predictor` (a predict.Predictor); see the module docstring."""
+    fastapi = _import_fastapi()
+    from fastapi.responses import HTMLResponse
+    from starlette.requests import Request
+
+    batcher = _Batcher(predictor, batch_wait_ms / 1000.0)
+    read_upload = _upload_reader(fastapi, max_upload_bytes)
+    with open(PAGE_FILE, encoding="utf-8") as f:
+        page = f.read().replace("{{MODEL_INFO}}", html.escape(_model_info(predictor)))
+    app = fastapi.FastAPI(title="imgcls", lifespan=_lifespan(predictor, batcher))
+
     @app.post("/predict")
     async def predict_endpoint(request: Request):
         name, data = await read_upload(request)
-        batcher.check_running()
-        batcher.decoding += 1
-        try:  # decoding runs in a thread: PIL and TF release the GIL, the loop stays free
-            async with batcher.decoding_slots:
-                image = await asyncio.to_thread(
-                    predictor.preprocess, data, max_pixels, max_decoded_pixels
-                )
-        except images.NotAnImage as e:
-            raise HTTPException(415, _message(name, e, "Upload an image file instead.")) from None
-        except images.BrokenImage as e:
-            raise HTTPException(
-                400, _message(name, e, "Upload the file again, or open and re-save it.")
-            ) from None
-        except images.ImageTooLarge as e:
-            raise HTTPException(
-                413, _message(name, e, f"Downscale it to at most {max_decoded_pixels:,} pixels.")
-            ) from None
-        finally:  # (no await between this and the queueing below: the worker sees either)
-            batcher.decoding -= 1
+        image = await _decoded(fastapi, batcher, name, data, max_pixels, max_decoded_pixels)
         probs = await batcher.predict(image)
         return {
             "predictions": predictor.top_k(probs[None], top_k)[0],

@@ -1,22 +1,27 @@
-"""Model registry: `config.model.name` picks a module, the other `config.model` keys configure it.
+"""Models: the registry (`config.model.name` -> a Flax module), the contract every model keeps,
+and the architectures.
 
-Checking the keys against the module's fields before constructing it turns a typo in a config
-into one clear message that names the bad key and the valid ones, instead of a TypeError from a
-dataclass constructor.
+registry.py builds a model from a config; contract.py says what each model provides (the
+`head` classifier, the Grad-CAM feature map, the variable collections, optional freezing and
+data-dependent initialisation); cnn.py, resnet.py (v1.5), resnet_v1.py (Keras' layout),
+wide_resnet.py (WRN, PreAct ResNet) and airbench.py are the architectures, pooling.py and
+drop_path.py their shared layers, sizing.py the cnn's 'auto' width rule. May import only JAX,
+Flax and imgcls.values: models know nothing of data, training or evaluation.
 """
-
-import dataclasses
-import functools
-import math
-from collections.abc import Mapping
-from typing import Any
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from imgcls.models.airbench import Airbench, Airbench94, Airbench96
 from imgcls.models.cnn import CNN
+from imgcls.models.registry import (
+    MODELS,
+    count_params,
+    create_model,
+    data_init,
+    from_config,
+    frozen_params,
+    has_frozen_backbone,
+    model_fields,
+    module_class,
+)
 from imgcls.models.resnet import (
     BottleneckResNetBlock,
     ResNet,
@@ -43,7 +48,6 @@ from imgcls.models.wide_resnet import (
     PreActResNet18,
     WideResNet,
 )
-from imgcls.values import is_auto
 
 __all__ = [
     "MODELS",
@@ -75,106 +79,8 @@ __all__ = [
     "create_model",
     "data_init",
     "frozen_params",
+    "from_config",
+    "has_frozen_backbone",
     "model_fields",
+    "module_class",
 ]
-
-MODELS = {
-    "cnn": CNN,
-    "resnet18": ResNet18,
-    "resnet34": ResNet34,
-    "resnet50": ResNet50,
-    "resnet101": ResNet101,
-    "resnet152": ResNet152,
-    "resnet200": ResNet200,
-    # v1 as in Keras Applications (imgcls.transfer.keras_import loads its ImageNet weights).
-    "resnet50_v1": ResNet50V1,
-    "resnet101_v1": ResNet101V1,
-    "resnet152_v1": ResNet152V1,
-    # CIFAR research nets (pre-activation): WRN-28-10, WRN-16-8, PreAct ResNet-18.
-    "wrn28_10": WRN28_10,
-    "wrn16_8": WRN16_8,
-    "preact_resnet18": PreActResNet18,
-    # CIFAR-10 speed runs (Jordan 2024): a frozen data-dependent whitening layer first.
-    "airbench94": Airbench94,
-    "airbench96": Airbench96,
-}
-
-# Module fields that are not hyperparameters.
-_MODULE_INTERNAL = ("parent", "name")
-# Set by create_model itself (from the dataset and config.half_precision), not config.model.
-_RESERVED = ("num_classes", "dtype")
-
-
-def model_fields(model_name: str) -> list[str]:
-    """Keyword arguments the registered model accepts (its dataclass fields), in order."""
-    cls = _module_class(model_name)
-    return [f.name for f in dataclasses.fields(cls) if f.name not in _MODULE_INTERNAL]
-
-
-def _module_class(model_name: str):
-    ctor = MODELS[model_name]
-    return ctor.func if isinstance(ctor, functools.partial) else ctor
-
-
-def data_init(model_name: str):
-    """The model's data-dependent initialisation, f(normalized training images [N, H, W, C])
-    -> {parameter path: value}, or None for models initialised from the seed alone."""
-    return getattr(_module_class(model_name), "init_from_data", None)
-
-
-def frozen_params(model_name: str) -> tuple[tuple[str, ...], ...]:
-    """Parameter paths the model keeps at their initial value (the optimizer skips them)."""
-    return tuple(getattr(_module_class(model_name), "FROZEN", ()))
-
-
-def _as_dict(model_config) -> dict[str, Any]:
-    if hasattr(model_config, "to_dict"):  # ml_collections (Frozen)ConfigDict
-        return dict(model_config.to_dict())
-    if isinstance(model_config, Mapping):
-        return dict(model_config)
-    raise TypeError(f"model_config must be a ConfigDict or a mapping, got {type(model_config)}.")
-
-
-def create_model(
-    model_config, num_classes: int, half_precision: bool = False, **overrides
-) -> nn.Module:
-    """Builds the module named by `model_config.name` with the remaining keys as its arguments.
-
-    `half_precision` selects bfloat16 computation (parameters stay float32); `overrides` (such
-    as `axis_name=None`) are passed to the constructor as well.
-    """
-    kwargs = _as_dict(model_config)
-    name = kwargs.pop("name", None)
-    if name not in MODELS:
-        raise ValueError(
-            f"Unknown model {name!r} (config.model.name). Valid models: {', '.join(MODELS)}."
-        )
-    accepted = model_fields(name)
-    reserved = sorted(k for k in kwargs if k in _RESERVED)
-    if reserved:
-        raise ValueError(
-            f"config.model sets {', '.join(reserved)} for model {name!r}, but these are set by "
-            "create_model (num_classes from the dataset, dtype from config.half_precision). "
-            "Remove them from config.model."
-        )
-    unknown = sorted(k for k in {**kwargs, **overrides} if k not in accepted)
-    if unknown:
-        raise ValueError(
-            f"Unknown key(s) {', '.join(unknown)} in config.model for model {name!r}. "
-            f"It accepts: {', '.join(k for k in accepted if k not in _RESERVED)}."
-        )
-    auto = sorted(k for k, v in kwargs.items() if is_auto(v))
-    if auto:
-        raise ValueError(
-            f"config.model.{auto[0]}='auto' is resolved from the images when a run starts "
-            "(imgcls.training.state.resolve_run); give a value here instead."
-        )
-    # ConfigDict.to_dict and JSON round trips turn tuples into lists; modules expect tuples.
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    dtype = jnp.bfloat16 if half_precision else jnp.float32
-    return MODELS[name](**{"num_classes": num_classes, "dtype": dtype, **kwargs, **overrides})
-
-
-def count_params(params) -> int:
-    """Total number of scalars in a parameter tree (arrays or `jax.ShapeDtypeStruct`s)."""
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))

@@ -11,9 +11,8 @@ airbench96 (PyTorch's default 0.1), and computes in float32 whatever the network
 initialises them.
 Written from the paper and its reference description; not a port of its code.
 
-Follows this codebase's conventions: float32 logits, `intermediates/features` sown and
-perturbable for Grad-CAM, the classifier named `head`, BatchNorm statistics averaged over
-`axis_name` in data-parallel steps.
+Keeps the model contract (imgcls.models.contract): its whitening kernel is FROZEN and set by
+DATA_INIT; BatchNorm statistics are averaged over `axis_name` in data-parallel steps.
 """
 
 import functools
@@ -24,6 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from imgcls.models import contract
 from imgcls.models.pooling import max_pool
 
 WHITEN_KERNEL = 2
@@ -121,16 +121,14 @@ class Airbench(nn.Module):
         for features in self.widths:
             x = ConvGroup(features, norm, self.dtype, self.residual_conv)(x)
         x = max_pool(x, (3, 3), strides=(3, 3), padding="VALID")
-        if not self.is_initializing():  # the Grad-CAM hook (imgcls.evaluation.grad_cam)
-            x = self.perturb("features", x)
-        self.sow("intermediates", "features", x)
+        x = contract.feature_map(self, x)  # the Grad-CAM hook
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(
             self.num_classes,
             use_bias=False,
             dtype=self.dtype,
             kernel_init=torch_conv_init,  # PyTorch's Linear: U(+-1 / sqrt(fan_in)) too
-            name="head",
+            name=contract.HEAD,
         )(x)
         return jnp.asarray(x * self.scaling_factor, jnp.float32)
 

@@ -1,10 +1,7 @@
 """A small convolutional classifier for tiny images (the default digits experiment).
 
 It exists so that the whole pipeline (data, training, checkpoints, reports) can be exercised in
-seconds on a CPU. It follows the same conventions as the ResNets so the rest of the code treats
-every model alike: `__call__(x, train)`, computation in `dtype` with float32 parameters, float32
-logits, the last feature map sown as `intermediates/features` (for Grad-CAM), and the classifier
-named `head` (for transfer learning).
+seconds on a CPU. It keeps the model contract (imgcls.models.contract) as every model does.
 """
 
 from collections.abc import Sequence
@@ -13,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models import contract
 from imgcls.models.pooling import max_pool
 
 
@@ -33,15 +31,10 @@ class CNN(nn.Module):
             x = nn.relu(x)
             # SAME padding keeps odd sizes valid: 8x8 -> 4x4 -> 2x2 -> 1x1.
             x = max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-        # Grad-CAM hook (imgcls.evaluation.grad_cam): adds a zero "perturbations" variable,
-        # whose gradient is the feature map's; a no-op unless that collection is passed. Skipped under init so the
-        # variables hold no batch-shaped array (only params and batch_stats).
-        if not self.is_initializing():
-            x = self.perturb("features", x)
-        self.sow("intermediates", "features", x)
+        x = contract.feature_map(self, x)  # the Grad-CAM hook
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.dense_features, dtype=self.dtype)(x)
         x = nn.relu(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype, name=contract.HEAD)(x)
         return jnp.asarray(x, jnp.float32)

@@ -3,9 +3,9 @@
 Follows flax/examples/imagenet/models.py so its checkpoints' layout and training recipe carry
 over, with three changes this codebase needs: BatchNorm statistics are averaged over the
 `axis_name` mesh axis (the data-parallel step runs inside `jax.shard_map`), a 'small' stem for
-32x32 inputs (CIFAR-style: no 7x7 stride-2 conv, no max-pool), and the conventions shared with
-every model here (float32 logits, `intermediates/features` sown for Grad-CAM, classifier named
-`head` for transfer learning). Parameter counts equal torchvision's (resnet18 11,689,512;
+32x32 inputs (CIFAR-style: no 7x7 stride-2 conv, no max-pool), and the model contract
+(imgcls.models.contract: the `head` classifier, the Grad-CAM feature map, frozen_backbone).
+Parameter counts equal torchvision's (resnet18 11,689,512;
 resnet50 25,557,032 at 1000 classes). `drop_path_rate` > 0 adds stochastic depth
 (imgcls.models.drop_path) to the residual branches.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imgcls.models import contract
 from imgcls.models.drop_path import block_rates, drop_path
 from imgcls.models.pooling import max_pool
 
@@ -53,17 +54,11 @@ def check_stem(stem: str) -> None:
 
 
 def pooled_logits(module, x):
-    """The shared ResNet top: Grad-CAM hook, global average pool, classifier `head`.
-
-    The hook (imgcls.evaluation.grad_cam) adds a zero "perturbations" variable whose gradient is
-    the feature map's; a no-op unless that collection is passed, and skipped under init so the variables
-    hold no batch-shaped array (only params and batch_stats). Returns float32 logits.
-    """
-    if not module.is_initializing():
-        x = module.perturb("features", x)
-    module.sow("intermediates", "features", x)
+    """The shared ResNet top: the Grad-CAM hook, global average pool, the classifier (as the
+    model contract has them). Returns float32 logits."""
+    x = contract.feature_map(module, x)
     x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(module.num_classes, dtype=module.dtype, name="head")(x)
+    x = nn.Dense(module.num_classes, dtype=module.dtype, name=contract.HEAD)(x)
     return jnp.asarray(x, jnp.float32)
 
 

@@ -6,10 +6,10 @@ not in the 3x3; every conv has a bias; BatchNorm has epsilon 1.001e-5 and moment
 same running-average update as Keras'); the stem max-pool pads by exactly one pixel on each side
 (Keras' ZeroPadding2D(1) + 3x3/2 VALID pool, which 'SAME' would pad only on the bottom/right);
 and no BatchNorm scale starts at zero. `imgcls.transfer.keras_import.load_keras_resnet50` maps a
-Keras ResNet50 weights file onto `resnet50_v1`. Other conventions are those of every model here:
-BatchNorm statistics averaged over `axis_name`, float32 logits, `intermediates/features` sown
-for Grad-CAM, classifier named `head`. Parameter + batch-stat count of resnet50_v1 at 1000
-classes: 25,636,712, Keras ResNet50's `count_params()`.
+Keras ResNet50 weights file onto `resnet50_v1`. Otherwise as every model here: BatchNorm
+statistics averaged over `axis_name`, and the model contract (imgcls.models.contract).
+Parameter + batch-stat count of resnet50_v1 at 1000 classes: 25,636,712, Keras ResNet50's
+`count_params()`.
 """
 
 import functools

@@ -25,6 +25,7 @@ from absl import logging
 from flax import serialization
 from orbax.checkpoint import checkpoint_managers as policies
 
+from imgcls.models import contract
 from imgcls.run import files
 
 BEST_METRIC = "eval_accuracy"
@@ -33,7 +34,7 @@ DIRECTORY = "checkpoints"  # W/checkpoints
 CHECKSUMS = "checksums"  # W/checkpoints/checksums/<step>.json
 CORRUPT = "corrupt_checkpoints"  # W/corrupt_checkpoints/<step>: set aside by a resume
 CHOICES = "'latest', 'best' or a step number"
-VARIABLES = ("params", "batch_stats")
+VARIABLES = contract.VARIABLES
 EMA = "ema"  # the TrainState's moving average of VARIABLES (imgcls.training.ema), when kept
 
 
@@ -282,7 +283,7 @@ class Checkpointer:
                 f"No checkpoint for step {step} in {self.directory}; "
                 f"saved steps: {self.all_steps()}."
             )
-        self.check_model(step, {"params": state.params, "batch_stats": state.batch_stats})
+        self.check_model(step, contract.variables_of(state))
         self.check_training_state(step, state)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         try:
@@ -396,11 +397,11 @@ class Checkpointer:
             return {
                 jax.tree_util.keystr(path): tuple(leaf.shape)
                 for path, leaf in flat
-                if jax.tree_util.keystr(path).startswith(("['params']", "['batch_stats']"))
+                if jax.tree_util.keystr(path).startswith(tuple(f"['{k}']" for k in VARIABLES))
             }
 
         saved = shapes(self._metadata(step))
-        wanted = shapes({k: variables[k] for k in ("params", "batch_stats")})
+        wanted = shapes({k: variables[k] for k in VARIABLES})
         problems = [f"{k} missing from the checkpoint" for k in wanted if k not in saved]
         problems += [f"{k} not in this model" for k in saved if k not in wanted]
         problems += [

@@ -15,6 +15,7 @@ import os
 
 import ml_collections
 
+from imgcls.config import schema
 from imgcls.run import files
 
 CONFIG_FILE = "config.json"
@@ -42,12 +43,13 @@ def dataset_info_dict(info) -> dict:
 
 
 def load_config(workdir: str):
-    """The resolved config a run saved as `W/config.json`."""
+    """The resolved config a run saved as `W/config.json`; keys added to imgcls since the run
+    wrote it are completed at their defaults (imgcls.config.schema)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return schema.complete(ml_collections.ConfigDict(json.load(f)))
 
 
 def load_dataset_info(workdir: str) -> dict | None:

@@ -203,7 +203,7 @@ def run_optuna(launcher, module, args) -> None:
             raise
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", help="experiments/<name>.py")
     parser.add_argument("--workdir", required=True, help="each trial runs in WORKDIR/<name>")
@@ -247,42 +247,27 @@ def main(argv=None) -> int:
         "twice that (its launcher was killed) is marked failed and another runs in its place",
     )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
-    args = parser.parse_args(argv)
-    try:
-        module = load_sweep(args.sweep)
-        base = base_config_path(module)
-        trials = [] if args.search == "optuna" else module.get_trials()
-        hyper.validate(trials)
-        if args.search == "optuna" and not hasattr(module, "search_space"):
-            raise ValueError(f"{args.sweep} defines no search_space(trial) for --search=optuna.")
-        if (
-            args.search == "optuna"
-            and args.sampler == "grid"
-            and not hasattr(module, "SEARCH_GRID")
-        ):
-            raise ValueError(f"{args.sweep} defines no SEARCH_GRID for --sampler=grid.")
-        if args.heartbeat < 1:
-            raise ValueError(f"--heartbeat must be at least 1 second, got {args.heartbeat}.")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"imgcls.sweeps: error: {e}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(f"{len(trials)} trials of {base}:")
-        for overrides in trials:
-            print(f"  {hyper.trial_name(overrides)}: {' '.join(hyper.to_flags(overrides))}")
-        return 0
-    os.makedirs(args.workdir, exist_ok=True)
-    gpus = args.gpus.split(",") if args.gpus else launcher_lib.detect_gpus()
-    launcher = launcher_lib.Launcher(args.workdir, base, args.parallel, gpus, args.metric)
-    launcher_lib.write_json(
-        os.path.join(args.workdir, "sweep.json"),
-        {
-            "sweep": os.path.abspath(args.sweep),
-            "base_config": base,
-            "search": args.search,
-            "trials": trials,
-        },
-    )
+    return parser
+
+
+def _checked_sweep(args):
+    """(the sweep module, its base config path, its trials) of the command line; ValueError
+    or FileNotFoundError for what cannot run."""
+    module = load_sweep(args.sweep)
+    base = base_config_path(module)
+    trials = [] if args.search == "optuna" else module.get_trials()
+    hyper.validate(trials)
+    if args.search == "optuna" and not hasattr(module, "search_space"):
+        raise ValueError(f"{args.sweep} defines no search_space(trial) for --search=optuna.")
+    if args.search == "optuna" and args.sampler == "grid" and not hasattr(module, "SEARCH_GRID"):
+        raise ValueError(f"{args.sweep} defines no SEARCH_GRID for --sampler=grid.")
+    if args.heartbeat < 1:
+        raise ValueError(f"--heartbeat must be at least 1 second, got {args.heartbeat}.")
+    return module, base, trials
+
+
+def _run(launcher, module, args, trials) -> int:
+    """Runs the sweep's trials (a list or an Optuna study); the exit status."""
     try:
         if args.search == "optuna":
             run_optuna(launcher, module, args)
@@ -302,6 +287,31 @@ def main(argv=None) -> int:
         write_results(args.workdir)
     print(f"results: {os.path.join(args.workdir, 'results.md')}")
     return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        module, base, trials = _checked_sweep(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"imgcls.sweeps: error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(f"{len(trials)} trials of {base}:")
+        for overrides in trials:
+            print(f"  {hyper.trial_name(overrides)}: {' '.join(hyper.to_flags(overrides))}")
+        return 0
+    os.makedirs(args.workdir, exist_ok=True)
+    gpus = args.gpus.split(",") if args.gpus else launcher_lib.detect_gpus()
+    launcher = launcher_lib.Launcher(args.workdir, base, args.parallel, gpus, args.metric)
+    sweep_file = {
+        "sweep": os.path.abspath(args.sweep),
+        "base_config": base,
+        "search": args.search,
+        "trials": trials,
+    }
+    launcher_lib.write_json(os.path.join(args.workdir, "sweep.json"), sweep_file)
+    return _run(launcher, module, args, trials)
 
 
 if __name__ == "__main__":

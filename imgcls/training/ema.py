@@ -5,7 +5,10 @@ one more copy of the variables. The average covers the parameters and the BatchN
 statistics, lives in the TrainState (`ema`, a {'params', 'batch_stats'} dict) and so in every
 checkpoint of a run that has it; a run without it has no `ema` at all, and its checkpoints are
 what they always were. The update is a pure function of the state, so a resumed run continues
-it exactly.
+it exactly. Where the EMA lives elsewhere: the state class (imgcls.training.state.EmaTrainState),
+the step's update (imgcls.training.step), validation of both weights (eval_ema_*, the best
+checkpoint by the better one: imgcls.run.checkpointing), and --weights=ema|raw of eval, predict,
+export and serve (imgcls.run.restore).
 
 With ema_warmup_power p > 0 the decay of update t (t = 1 for the first) is
 min(ema_decay, 1 - t^-p), timm's ModelEmaV3 warm-up (gamma 1): early averages do not drag the
@@ -15,12 +18,10 @@ random initialisation along for thousands of steps.
 import jax
 import jax.numpy as jnp
 
-WEIGHTS = ("ema", "raw")  # --weights: the moving average, or the trained weights themselves
-
 
 def enabled(config) -> bool:
-    """Whether `config` (possibly an older run's W/config.json) keeps an EMA of the weights."""
-    return float(config.get("ema_decay", 0.0)) > 0
+    """Whether `config` keeps an EMA of the weights."""
+    return config.ema_decay > 0
 
 
 def decay_at(step, decay: float, warmup_power: float):
@@ -45,22 +46,3 @@ def update(average, variables, decay):
 def initial(variables) -> dict:
     """The average before any step: the variables themselves (a copy, not an alias)."""
     return jax.tree.map(jnp.copy, variables)
-
-
-def default_weights(config) -> str:
-    """--weights when not given: 'ema' for a run that kept an EMA, else 'raw'."""
-    return "ema" if enabled(config) else "raw"
-
-
-def check_weights(weights: str | None, config) -> str:
-    """The weights to use (`weights`, or the run's default); ValueError for a bad choice."""
-    if weights in (None, ""):
-        return default_weights(config)
-    if weights not in WEIGHTS:
-        raise ValueError(f"--weights={weights!r}: use one of {', '.join(WEIGHTS)}.")
-    if weights == "ema" and not enabled(config):
-        raise ValueError(
-            "--weights=ema: this run kept no moving average of its weights (config.ema_decay "
-            "was 0); use --weights=raw, or train with --config.ema_decay=0.999 (for example)."
-        )
-    return weights

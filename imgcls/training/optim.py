@@ -25,45 +25,11 @@ import optax
 from optax.contrib import reduce_on_plateau
 
 from imgcls import models
+from imgcls.config.choices import OPTIMIZERS
+from imgcls.models import contract
 from imgcls.models.airbench import WHITEN_NAME
 
-OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
-SCHEDULES = ("cosine", "constant", "plateau", "linear")
 KILO = 1024  # the examples per step that airbench's decoupled hyperparameters refer to
-PLATEAU_METRICS = ("loss", "accuracy")  # of the validation split, for schedule='plateau'
-
-
-def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps: int):
-    """Linear warmup from 0 to the peak rate, then cosine decay to 0 (or constant)."""
-    opt = config.optimizer
-    peak = peak_learning_rate(config)
-    warmup_steps = min(int(opt.warmup_epochs * steps_per_epoch), num_train_steps)
-    if opt.schedule == "linear":
-        start, end = opt.warmup_start_scale * peak, opt.end_scale * peak
-        decay = optax.linear_schedule(peak, end, max(1, num_train_steps - warmup_steps))
-        if warmup_steps == 0:
-            return decay
-        warmup = optax.linear_schedule(start, peak, warmup_steps)
-        return optax.join_schedules([warmup, decay], [warmup_steps])
-    if opt.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0,
-            peak_value=peak,
-            warmup_steps=warmup_steps,
-            decay_steps=max(num_train_steps, warmup_steps + 1),
-            end_value=0.0,
-        )
-    if opt.schedule in ("constant", "plateau"):  # plateau: the loop scales it (observe_plateau)
-        if warmup_steps == 0:
-            return optax.constant_schedule(peak)
-        return optax.join_schedules(
-            [optax.linear_schedule(0.0, peak, warmup_steps), optax.constant_schedule(peak)],
-            [warmup_steps],
-        )
-    raise ValueError(
-        f"Unknown schedule '{opt.schedule}' (config.optimizer.schedule). "
-        f"Valid schedules: {', '.join(SCHEDULES)}."
-    )
 
 
 def decoupled_sgd(learning_rate: float, weight_decay: float, momentum: float, batch_size: int):
@@ -86,7 +52,7 @@ def decoupled_sgd(learning_rate: float, weight_decay: float, momentum: float, ba
 def peak_learning_rate(config) -> float:
     """The schedule's peak, per step (config.optimizer.decoupled converted)."""
     opt = config.optimizer
-    if opt.get("decoupled", False):
+    if opt.decoupled:
         return decoupled_sgd(opt.learning_rate, opt.weight_decay, opt.momentum, config.batch_size)[
             0
         ]
@@ -133,7 +99,7 @@ def create_optimizer(
 def _with_wrappers(config, tx) -> optax.GradientTransformation:
     """`tx` after global-norm clipping and before the plateau scale, when they are on."""
     opt = config.optimizer
-    if opt.get("clip_norm", 0.0) > 0:
+    if opt.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
     if uses_plateau(config):
         tx = optax.chain(tx, _plateau_scale(config))
@@ -187,15 +153,15 @@ FROZEN, NORM_BIAS, WHITEN_BIAS, OTHER = "frozen", "norm_bias", "whiten_bias", "o
 def uses_groups(config) -> bool:
     opt = config.optimizer
     return bool(
-        opt.get("decoupled", False)
-        or opt.get("bias_lr_scale", 1.0) != 1.0
-        or opt.get("whiten_bias_epochs", -1.0) >= 0
+        opt.decoupled
+        or opt.bias_lr_scale != 1.0
+        or opt.whiten_bias_epochs >= 0
         or models.frozen_params(config.model.name)
     )
 
 
 def _key_names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(key, "key", key)) for key in path)
+    return tuple(contract.key_name(key) for key in path)
 
 
 def sgd_groups(config, params):
@@ -203,7 +169,7 @@ def sgd_groups(config, params):
     whitening layer's bias, with whiten_bias_epochs >= 0), 'norm_bias' (BatchNorm biases) or
     'other'."""
     frozen = set(models.frozen_params(config.model.name))
-    whiten_bias = config.optimizer.get("whiten_bias_epochs", -1.0) >= 0
+    whiten_bias = config.optimizer.whiten_bias_epochs >= 0
 
     def group(path, _):
         names = _key_names(path)
@@ -230,8 +196,8 @@ def grouped_sgd(config, learning_rate_fn, steps_per_epoch: int) -> optax.Gradien
             f"config.optimizer.name={opt.name!r}: decoupled, bias_lr_scale, whiten_bias_epochs "
             "and models with frozen parameters (airbench) need 'sgd'."
         )
-    scale = float(opt.get("bias_lr_scale", 1.0))
-    if opt.get("decoupled", False):
+    scale = float(opt.bias_lr_scale)
+    if opt.decoupled:
         decay = decoupled_sgd(opt.learning_rate, opt.weight_decay, opt.momentum, 1)[1]
         mask = None
     else:
@@ -240,7 +206,7 @@ def grouped_sgd(config, learning_rate_fn, steps_per_epoch: int) -> optax.Gradien
     def sgd(lr_fn, coefficient):
         return _sgd(opt, lr_fn, coefficient, mask)
 
-    whiten_epochs = opt.get("whiten_bias_epochs", -1.0)
+    whiten_epochs = opt.whiten_bias_epochs
     if whiten_epochs >= 0 and steps_per_epoch <= 0:
         raise ValueError("config.optimizer.whiten_bias_epochs needs the run's steps_per_epoch.")
     whiten_steps = int(round(whiten_epochs * steps_per_epoch))
@@ -258,21 +224,15 @@ def grouped_sgd(config, learning_rate_fn, steps_per_epoch: int) -> optax.Gradien
 
 
 LAMB_EPS = 1e-6  # optax.lamb's (and the LAMB paper's) epsilon
-HEAD, BACKBONE = "head", "backbone"
-HEAD_MODULE = "head"  # the classifier Dense of every model (imgcls.models)
+HEAD, BACKBONE = "head", "backbone"  # the parameter groups of config.freeze_backbone
 # unfreeze_step() when the backbone never unfreezes (unfreeze_after_epochs < 0): int32 max.
 NEVER = 2**31 - 1
-
-
-def is_head(path) -> bool:
-    """Whether a key path (jax.tree_util) lies under a module named `head`."""
-    return any(getattr(key, "key", None) == HEAD_MODULE for key in path)
 
 
 def param_groups(params):
     """'head' or 'backbone' for every leaf of a parameter tree (optax.multi_transform labels)."""
     groups = jax.tree_util.tree_map_with_path(
-        lambda path, _: HEAD if is_head(path) else BACKBONE, params
+        lambda path, _: HEAD if contract.is_head(path) else BACKBONE, params
     )
     if HEAD not in jax.tree.leaves(groups):
         raise ValueError(
@@ -318,7 +278,7 @@ def uses_plateau(config) -> bool:
     return config.optimizer.schedule == "plateau"
 
 
-def _plateau(config) -> optax.GradientTransformationExtraArgs:
+def plateau_transform(config) -> optax.GradientTransformationExtraArgs:
     """optax's reduce-on-plateau, fed one validation value per call (a decrease improves)."""
     opt = config.optimizer
     peak = opt.learning_rate
@@ -333,39 +293,10 @@ def _plateau(config) -> optax.GradientTransformationExtraArgs:
 def _plateau_scale(config) -> optax.GradientTransformation:
     """Multiplies the updates by the plateau state's scale and leaves the state alone: the
     train step only applies the scale, observe_plateau (after each validation) changes it."""
-    plateau = _plateau(config)
+    plateau = plateau_transform(config)
 
     def update(updates, state, params=None):
         del params
         return jax.tree.map(lambda u: state.scale.astype(u.dtype) * u, updates), state
 
     return optax.GradientTransformation(plateau.init, update)
-
-
-def plateau_value(config, eval_metrics: dict) -> float:
-    """The validation value reduce-on-plateau minimises: the loss, or minus the accuracy."""
-    if config.optimizer.plateau_metric == "accuracy":
-        return -float(eval_metrics["eval_accuracy"])
-    return float(eval_metrics["eval_loss"])
-
-
-def observe_plateau(config, plateau_state, value):
-    """The plateau state after one validation `value` (jittable): after plateau_patience
-    values without improvement the scale falls by plateau_factor, down to
-    plateau_min_lr / learning_rate."""
-    _, plateau_state = _plateau(config).update({}, plateau_state, value=value)
-    return plateau_state
-
-
-def plateau_state(opt_state):
-    """The reduce-on-plateau state of an optimizer state: the last entry of the outer chain."""
-    return opt_state[-1]
-
-
-def with_plateau_state(opt_state, new_state):
-    return (*opt_state[:-1], new_state)
-
-
-def plateau_scale(opt_state) -> float:
-    """The current reduce-on-plateau factor on the schedule's learning rate."""
-    return float(plateau_state(opt_state).scale)

@@ -1,14 +1,14 @@
 """The per-device train step and its data-parallel (jit + shard_map) form.
 
 Written pmap-style: each device sees its shard of the global batch and reduces gradients and
-BatchNorm statistics over the 'data' mesh axis. Options of the config that live inside the
-step: mixup/cutmix, class weights, gradient accumulation (config.grad_accum_steps), the
-moving average of the weights (config.ema_decay, imgcls.training.ema) and lookahead
-(config.lookahead_every). Each is a Python value read
-when the step is traced; off, it adds nothing to the computation, so configs that do not use
-it train exactly as before it existed. Imports and runs without TensorFlow.
+BatchNorm statistics over the 'data' mesh axis. The options of the config that live inside the
+step (mixup/cutmix, class weights, gradient accumulation, the moving average of the weights,
+lookahead) are one frozen StepOptions, built once from the config; each is a Python value read
+when the step is traced, so an option that is off adds nothing to the computation. Imports and
+runs without TensorFlow.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -17,11 +17,12 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from imgcls import parallel
-from imgcls.data.augment import jax_ops as jax_augment
+from imgcls.data.augment import jax_ops
 from imgcls.data.normalize import mean_std, normalize
 from imgcls.evaluation import metrics as metrics_lib
 from imgcls.losses import soft_cross_entropy
-from imgcls.training import ema
+from imgcls.models import contract
+from imgcls.training import ema, lookahead
 
 AXIS = parallel.AXIS
 
@@ -38,122 +39,153 @@ def mixing_rng(seed: int, step, device_index):
     return jax.random.fold_in(jax.random.fold_in(key, step), device_index)
 
 
-def train_step(
-    state,
-    batch,
-    *,
-    seed,
-    mean,
-    std,
-    label_smoothing,
-    metrics_cls,
-    num_classes,
-    mixup=0.0,
-    cutmix=0.0,
-    class_weights=None,
-    grad_accum_steps=1,
-    unroll_accumulation=False,
-    ema_decay=0.0,
-    ema_warmup_power=0.0,
-    lookahead_every=0,
-    lookahead_decay=0.95,
-    lookahead_power=3.0,
-    total_steps=0,
-):
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What the train step reads of the config, fixed when the step is made (`from_config`).
+
+    Each field is a Python value read while the step is traced: an option that is off adds
+    nothing to the computation. mixup/cutmix mix this device's examples (soft targets);
+    class_weights (one per class) weight each example's loss by its target class; with
+    grad_accum_steps = k > 1 the shard is cut into k micro-batches whose gradients are averaged
+    (`accumulate`; unroll_accumulation: its `unroll`); with ema_decay > 0 the state's `ema`
+    follows the new weights (imgcls.training.ema); with lookahead_every > 0 the weights return
+    to their slow average (imgcls.training.lookahead), which needs the run's total_steps.
+    """
+
+    seed: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    metrics_cls: type
+    label_smoothing: float
+    mixup: float
+    cutmix: float
+    class_weights: tuple[float, ...] | None
+    grad_accum_steps: int
+    unroll_accumulation: bool
+    ema_decay: float
+    ema_warmup_power: float
+    lookahead_every: int
+    lookahead_decay: float
+    lookahead_power: float
+    total_steps: int
+
+    @classmethod
+    def from_config(cls, config, num_classes: int, mesh, class_weights=None, total_steps=0):
+        lookahead_every = int(config.lookahead_every)
+        if lookahead_every > 0 and total_steps <= 0:
+            raise ValueError("config.lookahead_every > 0 needs the run's total_steps.")
+        mean, std = mean_std(config)
+        return cls(
+            seed=config.seed,
+            mean=mean,
+            std=std,
+            num_classes=num_classes,
+            metrics_cls=metrics_lib.metrics_collection(num_classes),
+            label_smoothing=config.label_smoothing,
+            mixup=float(config.augment.mixup),
+            cutmix=float(config.augment.cutmix),
+            class_weights=None if class_weights is None else tuple(class_weights),
+            grad_accum_steps=int(config.grad_accum_steps),
+            unroll_accumulation=all(d.platform == "cpu" for d in mesh.devices.flat),
+            ema_decay=float(config.ema_decay),
+            ema_warmup_power=float(config.ema_warmup_power),
+            lookahead_every=lookahead_every,
+            lookahead_decay=float(config.lookahead_decay),
+            lookahead_power=float(config.lookahead_power),
+            total_steps=int(total_steps),
+        )
+
+
+def train_step(state, batch, options: StepOptions):
     """One SGD step on this device's shard; gradients and BatchNorm statistics sync over 'data'.
 
-    mixup/cutmix mix this device's examples (soft targets); class_weights (one per class)
-    weight each example's loss by its target class, for imbalanced datasets. With
-    grad_accum_steps = k > 1 the shard is cut into k micro-batches whose gradients are averaged
-    (see `accumulate`; unroll_accumulation: `accumulate`'s `unroll`); with ema_decay > 0 the
-    state's `ema` follows the new weights; with lookahead_every > 0, `lookahead`.
+    Returns (state, this step's metrics, finite): a step whose loss, gradients or BatchNorm
+    statistics are not finite leaves the state unchanged but for the step count (`guarded`).
     """
-    images = normalize(batch["image"], mean, std)
-    labels = batch["label"]
+    images, targets, rng = _inputs(state, batch, options)
+    grads, (per_example, logits, batch_stats) = _gradients(state, images, targets, rng, options)
+    grads = lax.pmean(grads, AXIS)
+    new_state = _updated(state, grads, batch_stats, options)
+    step_metrics = options.metrics_cls.gather_from_model_output(
+        axis_name=AXIS, loss=per_example, logits=logits, labels=batch["label"], targets=targets
+    )
+    loss = lax.pmean(per_example.mean(), AXIS)
+    return guarded(state, new_state, step_metrics, loss, (grads, batch_stats))
+
+
+def _inputs(state, batch, options: StepOptions):
+    """(normalized images, targets, dropout key) of this device's shard, mixed when asked."""
+    o = options
+    images = normalize(batch["image"], o.mean, o.std)
     device = lax.axis_index(AXIS)
-    rng = dropout_rng(seed, state.step, device)
-    targets = jax.nn.one_hot(labels, num_classes)
-    if mixup or cutmix:
-        images, targets = jax_augment.mix(
-            images, targets, mixing_rng(seed, state.step, device), mixup, cutmix
-        )
+    rng = dropout_rng(o.seed, state.step, device)
+    targets = jax.nn.one_hot(batch["label"], o.num_classes)
+    if o.mixup or o.cutmix:
+        key = mixing_rng(o.seed, state.step, device)
+        images, targets = jax_ops.mix(images, targets, key, o.mixup, o.cutmix)
+    return images, targets, rng
+
+
+def _gradients(state, images, targets, rng, options: StepOptions):
+    """(gradients, (per-example losses, logits, new BatchNorm statistics)) of the shard."""
+    o = options
 
     def loss_fn(params, batch_stats, images, targets, rng):
-        variables = {"params": params, "batch_stats": batch_stats}
+        variables = {contract.PARAMS: params, contract.BATCH_STATS: batch_stats}
         logits, updates = state.apply_fn(
-            variables, images, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+            variables, images, train=True, rngs={"dropout": rng}, mutable=[contract.BATCH_STATS]
         )
-        per_example = soft_cross_entropy(logits, targets, label_smoothing)
-        if class_weights is not None:
-            per_example = per_example * (targets @ jnp.asarray(class_weights, jnp.float32))
-        return per_example.mean(), (per_example, logits, updates.get("batch_stats", batch_stats))
+        per_example = soft_cross_entropy(logits, targets, o.label_smoothing)
+        if o.class_weights is not None:
+            per_example = per_example * (targets @ jnp.asarray(o.class_weights, jnp.float32))
+        new_stats = updates.get(contract.BATCH_STATS, batch_stats)
+        return per_example.mean(), (per_example, logits, new_stats)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
-    if grad_accum_steps > 1:
-        grads, (per_example, logits, batch_stats) = accumulate(
+    if o.grad_accum_steps > 1:
+        return accumulate(
             grad_fn,
             state.params,
             state.batch_stats,
             images,
             targets,
             rng,
-            grad_accum_steps,
-            unroll_accumulation,
+            o.grad_accum_steps,
+            o.unroll_accumulation,
         )
-    else:
-        grads, (per_example, logits, batch_stats) = grad_fn(
-            state.params, state.batch_stats, images, targets, rng
-        )
-    grads = lax.pmean(grads, AXIS)
+    return grad_fn(state.params, state.batch_stats, images, targets, rng)
+
+
+def _updated(state, grads, batch_stats, options: StepOptions):
+    """The state after the optimizer's update, then the EMA's and lookahead's (when on)."""
+    o = options
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    if ema_decay > 0:
-        decay = ema.decay_at(state.step, ema_decay, ema_warmup_power)
-        trained = {"params": new_state.params, "batch_stats": new_state.batch_stats}
+    if o.ema_decay > 0:
+        decay = ema.decay_at(state.step, o.ema_decay, o.ema_warmup_power)
+        trained = contract.variables_of(new_state)
         new_state = new_state.replace(ema=ema.update(state.ema, trained, decay))
-    if lookahead_every > 0:
-        new_state = lookahead(
-            new_state, lookahead_every, lookahead_decay, lookahead_power, total_steps
+    if o.lookahead_every > 0:
+        new_state = lookahead.lookahead(
+            new_state, o.lookahead_every, o.lookahead_decay, o.lookahead_power, o.total_steps
         )
-    step_metrics = metrics_cls.gather_from_model_output(
-        axis_name=AXIS, loss=per_example, logits=logits, labels=labels, targets=targets
-    )
-    # A step whose loss, gradients or new BatchNorm statistics are not finite changes nothing
-    # but the step count: the variables (and their average), the optimizer stay the last good
-    # ones and the step's metrics are empty (the loop decides whether to go on). The new
-    # weights are not checked: from finite gradients they are finite unless an update passes
-    # 3e38, and checking them costs a pass over every weight before the select can run (5% of
-    # resnet18's step on a CPU, which otherwise fuses the select into the update).
-    loss = lax.pmean(per_example.mean(), AXIS)
-    finite = jnp.isfinite(loss) & all_finite((grads, batch_stats))
+    return new_state
+
+
+def guarded(state, new_state, step_metrics, loss, checked):
+    """(new_state, step_metrics, finite), or where the loss or an array of `checked` (the
+    gradients and new BatchNorm statistics) is not finite, (state with only its step count
+    advanced, empty metrics, False): the loop decides whether to go on.
+
+    The new weights are not checked: from finite gradients they are finite unless an update
+    passes 3e38, and checking them costs a pass over every weight before the select can run (5%
+    of resnet18's step on a CPU, which otherwise fuses the select into the update).
+    """
+    finite = jnp.isfinite(loss) & all_finite(checked)
     skipped = state.replace(step=new_state.step)
     state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, skipped)
     step_metrics = jax.tree.map(lambda m: jnp.where(finite, m, jnp.zeros_like(m)), step_metrics)
     return state, step_metrics, finite
-
-
-def lookahead_decay_at(done, every: int, decay: float, power: float, total_steps: int):
-    """The slow weights' decay at the sync after step `done` (1-based): airbench's
-    decay^every x (done / total_steps)^power, so that early syncs mostly follow the weights
-    and late ones average over more and more of the run."""
-    progress = jnp.asarray(done, jnp.float32) / total_steps
-    return jnp.asarray(decay**every, jnp.float32) * progress**power
-
-
-def lookahead(state, every: int, decay: float, power: float, total_steps: int):
-    """After each step: every `every` steps the slow weights (params and BatchNorm statistics)
-    become d x slow + (1 - d) x weights (d = lookahead_decay_at) and the weights restart from
-    them; the last step (total_steps) also sets the weights to the slow ones, so the run ends
-    on its average (airbench's lookahead, a pure function of the state: exact under resume)."""
-    done = state.step
-    trained = {"params": state.params, "batch_stats": state.batch_stats}
-    sync = done % every == 0
-    mixed = ema.update(
-        state.slow, trained, lookahead_decay_at(done, every, decay, power, total_steps)
-    )
-    slow = jax.tree.map(lambda m, s: jnp.where(sync, m, s), mixed, state.slow)
-    reset = sync | (done >= total_steps)
-    weights = jax.tree.map(lambda s, w: jnp.where(reset, s, w), slow, trained)
-    return state.replace(params=weights["params"], batch_stats=weights["batch_stats"], slow=slow)
 
 
 def accumulate(grad_fn, params, batch_stats, images, targets, rng, steps: int, unroll=False):
@@ -210,31 +242,9 @@ def make_train_step(config, num_classes: int, mesh, class_weights=None, total_st
     """The data-parallel (jit + shard_map) train step f(state, global batch) -> (state,
     metrics, finite); the state's buffers are donated. total_steps: the run's length, which
     config.lookahead_every needs."""
-    mean, std = mean_std(config)
-    lookahead_every = int(config.get("lookahead_every", 0))
-    if lookahead_every > 0 and total_steps <= 0:
-        raise ValueError("config.lookahead_every > 0 needs the run's total_steps.")
+    options = StepOptions.from_config(config, num_classes, mesh, class_weights, total_steps)
     return parallel.data_parallel(
-        functools.partial(
-            train_step,
-            seed=config.seed,
-            mean=mean,
-            std=std,
-            label_smoothing=config.label_smoothing,
-            metrics_cls=metrics_lib.metrics_collection(num_classes),
-            num_classes=num_classes,
-            mixup=float(config.augment.mixup),
-            cutmix=float(config.augment.cutmix),
-            class_weights=None if class_weights is None else tuple(class_weights),
-            grad_accum_steps=int(config.get("grad_accum_steps", 1)),
-            unroll_accumulation=all(d.platform == "cpu" for d in mesh.devices.flat),
-            ema_decay=float(config.get("ema_decay", 0.0)),
-            ema_warmup_power=float(config.get("ema_warmup_power", 0.0)),
-            lookahead_every=lookahead_every,
-            lookahead_decay=float(config.get("lookahead_decay", 0.95)),
-            lookahead_power=float(config.get("lookahead_power", 3.0)),
-            total_steps=int(total_steps),
-        ),
+        functools.partial(train_step, options=options),
         mesh,
         in_specs=(P(), P(AXIS)),
         out_specs=(P(), P(), P()),

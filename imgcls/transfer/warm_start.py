@@ -30,13 +30,13 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from imgcls.models import contract
 from imgcls.run import checkpointing, files
 from imgcls.run import workdir as workdir_files
 from imgcls.transfer import keras_import, keras_weights
 
 KERAS = "keras"
-COLLECTIONS = ("params", "batch_stats")
-HEAD_MODULE = "head"
+COLLECTIONS = contract.VARIABLES
 REPORT_FILE = "warm_start.json"
 FORMS = "a workdir W, W:best, W:latest, W:<step>, keras or keras:/path/to/weights.h5"
 _LISTED = 6  # paths quoted in an error message about unmatched model families
@@ -111,10 +111,6 @@ def _some(keys: list) -> str:
     return names + (f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else "")
 
 
-def _is_head(key: tuple) -> bool:
-    return HEAD_MODULE in key[1:]
-
-
 def _flat(variables) -> dict:
     return traverse_util.flatten_dict(
         {c: dict(variables.get(c) or {}) for c in COLLECTIONS}, keep_empty_nodes=False
@@ -137,7 +133,7 @@ def match(target: dict, source: dict, source_name: str = "the source") -> tuple[
         shape, source_shape = tuple(leaf.shape), tuple(np.shape(source_flat[key]))
         if shape == source_shape:
             loaded[key] = source_flat[key]
-        elif _is_head(key):
+        elif contract.is_head(key):
             reinitialised[key] = (source_shape, shape)
         else:
             mismatched.append(f"{_name(key)} {source_shape} -> {shape}")
@@ -149,10 +145,10 @@ def match(target: dict, source: dict, source_name: str = "the source") -> tuple[
             f"number of input channels?), source -> here: {'; '.join(mismatched)}. Use the "
             f"source's config.model (and config.dataset.channels), or another source."
         )
-    backbone = [key for key in target_flat if not _is_head(key)]
-    matched = [key for key in loaded if not _is_head(key)]
+    backbone = [key for key in target_flat if not contract.is_head(key)]
+    matched = [key for key in loaded if not contract.is_head(key)]
     if 2 * len(matched) < len(backbone):  # a partial match (a deeper model) loads most arrays
-        unmatched = [key for key in missing if not _is_head(key)]
+        unmatched = [key for key in missing if not contract.is_head(key)]
         raise ValueError(
             f"config.init_from: only {len(matched)} of the {len(backbone)} arrays of this model "
             f"outside the head are in {source_name} (another model family?). Not found: "
@@ -224,7 +220,7 @@ def warm_start(config, state, workdir: str | None = None):
     else:
         model = f", model {description['model']}" if description["model"] else ""
         name = f"the checkpoint {description['workdir']} (step {description['step']}{model})"
-    target = {"params": state.params, "batch_stats": state.batch_stats}
+    target = contract.variables_of(state)
     loaded, report = match(target, variables, name)
     report = {"init_from": config.init_from, "source": description, **report}
     state = state.replace(

@@ -249,7 +249,7 @@ def autoaugment_imagenet(image, key):
 
 def apply_policy(image, key, aug):
     """config.augment.policy of `aug` applied to uint8 [H, W, C], keyed by a [2] seed."""
-    policy = aug.get("policy", "none")
+    policy = aug.policy
     if policy == "randaugment":
         return randaugment(image, key, int(aug.randaugment_num_ops), int(aug.randaugment_magnitude))
     if policy == "trivialaugment_wide":

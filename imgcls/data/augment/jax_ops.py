@@ -14,23 +14,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from imgcls.data.augment import table
+
 # Random erasing (Zhong et al. 2017): area fraction and aspect ratio (log-uniform) of the box.
 ERASING_AREA_RANGE = (0.02, 0.25)
 ERASING_ASPECT_RANGE = (0.3, 3.3)
 UINT8_LEVELS = 256  # erased pixels are uniform over the uint8 values
-
-# Keys of config.augment that only the tf.data pipeline implements, with their "off" values.
-TF_ONLY_AUGMENTATIONS = {
-    "random_resized_crop": False,
-    "rotation": 0.0,
-    "zoom": 0.0,
-    "translation": 0.0,
-    "brightness": 0.0,
-    "contrast": 0.0,
-    "saturation": 0.0,
-    "hue": 0.0,
-    "policy": "none",
-}
 
 
 def erasing_boxes(uniforms, height, width):
@@ -119,41 +108,6 @@ def random_erasing(images, key, probability):
     return jnp.where(mask, noise, images)
 
 
-# Keys of config.augment that only the device pipeline implements, with their "off" values:
-# the alternating flip needs each example's identity and epoch, which it has.
-DEVICE_ONLY_AUGMENTATIONS = {"alternating_flip": False, "cutout": 0}
-
-
-def device_only_augmentations(aug) -> list[str]:
-    """The names of the device-pipeline-only augmentations switched on in config.augment."""
-    return [n for n, off in DEVICE_ONLY_AUGMENTATIONS.items() if aug.get(n, off) != off]
-
-
-def tf_only_augmentations(aug, native_size: bool = False) -> list[str]:
-    """The augmentations config.augment `aug` turns on that only the tf.data pipeline has.
-
-    native_size (config.dataset.image_size 0): the device pipeline holds the whole images,
-    so the random-resized crop runs there too (`random_resized_crop`)."""
-    on = [name for name, off in TF_ONLY_AUGMENTATIONS.items() if getattr(aug, name, off) != off]
-    return [name for name in on if not (native_size and name == "random_resized_crop")]
-
-
-def device_supported_check(aug, native_size: bool = False):
-    """Raises ValueError if config.augment `aug` turns on a tf.data-only augmentation.
-
-    Call it when building the device pipeline, so the error comes before any data is loaded.
-    """
-    on = tf_only_augmentations(aug, native_size)
-    if on:
-        keys = ", ".join(f"config.augment.{name}={getattr(aug, name)!r}" for name in on)
-        raise ValueError(
-            f"{keys}: only the tf.data input pipeline supports these augmentations (the "
-            "device pipeline does random_crop_padding, horizontal_flip, vertical_flip, "
-            "erasing, and random_resized_crop at the native size). Set "
-            "config.dataset.pipeline='tf' or switch them off."
-        )
-
-
 INCEPTION_LOG_ASPECT = (math.log(3.0 / 4.0), math.log(4.0 / 3.0))  # as imgcls.data.preprocess
 
 
@@ -201,22 +155,22 @@ def augment_batch(images, key, aug, mirror=None, fill=(0,), native_size=False):
     `aug` is read at trace time: under jax.jit close over it (or functools.partial) rather
     than passing it as an argument. `mirror` (bool [B]) mirrors those examples first (the
     pipeline's alternating flip); `fill` is cutout's uint8 value per channel. Raises
-    ValueError for tf.data-only augmentations.
+    ValueError for what the augmentation table says this pipeline does not implement.
     """
-    device_supported_check(aug, native_size)
+    table.check_implemented(aug, table.DEVICE, native_size)
     crop_key, hflip_key, vflip_key, erase_key = jax.random.split(key, 4)
     cutout_key = jax.random.fold_in(key, 5)  # not a fifth split: the four keys stay as they were
-    if aug.get("random_resized_crop", False):
+    if aug.random_resized_crop:
         images = random_resized_crop(images, jax.random.fold_in(key, 6), aug.area_range)
     if mirror is not None:
         images = jnp.where(mirror[:, None, None, None], jnp.flip(images, axis=2), images)
-    padding, mode = int(aug.random_crop_padding), aug.get("crop_padding_mode", "constant")
+    padding, mode = int(aug.random_crop_padding), aug.crop_padding_mode
     images = pad_and_random_crop(images, crop_key, padding, mode)
     if aug.horizontal_flip:
         images = random_flip(images, hflip_key, horizontal=True)
     if aug.vertical_flip:
         images = random_flip(images, vflip_key, horizontal=False)
-    images = cutout(images, cutout_key, int(aug.get("cutout", 0)), fill)
+    images = cutout(images, cutout_key, int(aug.cutout), fill)
     return random_erasing(images, erase_key, float(aug.erasing))
 
 

@@ -3,8 +3,9 @@
 RandAugment (Cubuk et al. 2020), TrivialAugment-Wide (Mueller & Hutter 2021) and AutoAugment's
 ImageNet policy (Cubuk et al. 2019) as torchvision.transforms defines them (v0.15: the same op
 spaces, magnitude bins and sub-policies), so recipes quoted with torchvision's settings carry
-over. Pure data and numpy, no TensorFlow: config_check validates config.augment.policy with it
-on machines without TensorFlow. The ops themselves are imgcls.data.augment.autoaugment's.
+over. Pure data and numpy, no TensorFlow: the augmentation table (and so imgcls.config.check)
+validates config.augment.policy with it on machines without TensorFlow. The ops themselves are
+imgcls.data.augment.autoaugment's.
 """
 
 import numpy as np

@@ -9,32 +9,13 @@ are shared with the JAX twin, imgcls.data.augment.jax_ops (which does not import
 import math
 
 from imgcls.data._tf import tf
-from imgcls.data.augment import autoaugment
+from imgcls.data.augment import autoaugment, table
 from imgcls.data.augment.jax_ops import ERASING_AREA_RANGE, ERASING_ASPECT_RANGE, UINT8_LEVELS
 
 UINT8_MAX = 255.0
-MAX_HUE_DELTA = 0.5  # tf.image's hue shift, in turns, is limited to [-0.5, 0.5]
-RGB_ONLY = ("saturation", "hue")  # need 3 channels (HSV)
 # config.augment.policy's key is folded in from the example's key, not split off with the others,
 # so that the keys (and results) of every other augmentation stay what they were without it.
 POLICY_KEY = 6
-
-
-def _check(aug, channels):
-    """Raises ValueError for values the TF ops would reject less clearly, at trace time."""
-    ranges = {"contrast": 1.0, "saturation": 1.0, "hue": MAX_HUE_DELTA, "erasing": 1.0}
-    for name, high in ranges.items():
-        if not 0.0 <= getattr(aug, name) <= high:
-            raise ValueError(f"config.augment.{name}={getattr(aug, name)} must be in [0, {high}].")
-    if not 0.0 <= aug.zoom < 1.0:
-        raise ValueError(f"config.augment.zoom={aug.zoom} must be in [0, 1) (scale 1 +- zoom).")
-    on = [name for name in RGB_ONLY if getattr(aug, name) > 0]
-    if on and channels == 1:
-        keys = ", ".join(f"config.augment.{name}" for name in on)
-        raise ValueError(
-            f"{keys} need RGB images, but the images have 1 channel; switch them off or set "
-            "config.dataset.channels = 3."
-        )
 
 
 def _affine(image, key, aug):
@@ -126,9 +107,10 @@ def augment_image(image, key, aug):
 
     Order: flips, the augmentation policy (config.augment.policy: RandAugment, TrivialAugment,
     AutoAugment), one affine warp, color jitter, random erasing (last, as in Zhong et al.).
-    Raises ValueError at trace time for out-of-range values or RGB-only jitter on 1 channel.
+    Raises ValueError at trace time for values the augmentation table's rules reject, or
+    RGB-only jitter on 1 channel.
     """
-    _check(aug, image.shape[-1] if image.shape.rank else None)
+    table.check(aug, image.shape[-1] if image.shape.rank else None)
     static_shape = image.shape
     hflip_key, vflip_key, affine_key, color_key, erase_key = tf.unstack(
         tf.random.experimental.stateless_split(key, 5)
@@ -137,7 +119,7 @@ def augment_image(image, key, aug):
         image = tf.image.stateless_random_flip_left_right(image, seed=hflip_key)
     if aug.vertical_flip:
         image = tf.image.stateless_random_flip_up_down(image, seed=vflip_key)
-    if aug.get("policy", "none") != "none":
+    if aug.policy != "none":
         policy_key = tf.random.experimental.stateless_fold_in(key, POLICY_KEY)
         image = autoaugment.apply_policy(image, policy_key, aug)
     affine = aug.rotation > 0 or aug.zoom > 0 or aug.translation > 0

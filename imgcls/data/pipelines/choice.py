@@ -14,7 +14,7 @@ import jax
 from absl import logging
 
 from imgcls.data import batching
-from imgcls.data.augment.jax_ops import device_only_augmentations, tf_only_augmentations
+from imgcls.data.augment import table
 from imgcls.data.info import split_size
 
 PIPELINES = ("auto", "tf", "device")
@@ -40,8 +40,8 @@ def choose(config, info) -> tuple[str, str]:
     """('device' or 'tf', why) for config and its dataset info, as 'auto' decides."""
     if config.dataset.pipeline != "auto":
         return config.dataset.pipeline, "config.dataset.pipeline"
-    tf_only = tf_only_augmentations(config.augment, config.dataset.image_size == 0)
-    device_only = device_only_augmentations(config.augment)
+    tf_only = table.unsupported(config.augment, table.DEVICE, config.dataset.image_size == 0)
+    device_only = table.unsupported(config.augment, table.TF)
     if device_only:
         names = ", ".join(f"config.augment.{name}" for name in device_only)
         return "device", f"{names} only run in the device pipeline"

@@ -6,7 +6,8 @@ eval preprocessing, so images already have the model's size), split evenly over 
 of the 'data' mesh axis, and every batch is gathered and augmented by one jitted function:
 no TensorFlow and no host-to-device copy in the training loop.
 
-config.augment.alternating_flip and cutout run only here (see jax_augment).
+What runs here of config.augment is the augmentation table's DEVICE column (alternating_flip
+and cutout run only here): imgcls.data.augment.table.
 
 Each device shuffles its own shard per epoch (a permutation keyed by seed, epoch and device),
 so an epoch covers every kept example once, as the tf.data pipeline does; the examples of a
@@ -25,10 +26,10 @@ from jax.sharding import PartitionSpec as P
 
 from imgcls import parallel
 from imgcls.data import batching
-from imgcls.data.augment import jax_ops as jax_augment
+from imgcls.data.augment import jax_ops, table
 from imgcls.data.balance import balanced_class_weights
 from imgcls.data.info import split_size
-from imgcls.data.pipelines import tf_data as pipeline
+from imgcls.data.pipelines import tf_data
 
 AXIS = parallel.AXIS
 # Keys distinct from the train step's.
@@ -41,7 +42,7 @@ def load_split(config, info, split):
     Decoded and resized by the tf.data eval pipeline, once.
     """
     images, labels = [], []
-    for batch in pipeline.create_eval_iterator(config, info, split):
+    for batch in tf_data.create_eval_iterator(config, info, split):
         images.append(batch["image"][batch["mask"]])
         labels.append(batch["label"][batch["mask"]])
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
@@ -55,7 +56,7 @@ def batch_augmenter(config, info):
     mean = list(config.dataset.mean) * (channels if len(config.dataset.mean) == 1 else 1)
     fill = tuple(int(round(255 * m)) for m in mean)  # cutout: the mean, 0 once normalized
     return functools.partial(
-        jax_augment.augment_batch,
+        jax_ops.augment_batch,
         aug=config.augment,
         fill=fill,
         native_size=config.dataset.image_size == 0,
@@ -73,7 +74,8 @@ class DeviceTrainIterator:
     """Iterator of global train batches {'image': uint8, 'label': int32} sharded over 'data'."""
 
     def __init__(self, config, info, start_step=0, mesh=None):
-        jax_augment.device_supported_check(config.augment, config.dataset.image_size == 0)
+        native = config.dataset.image_size == 0
+        table.check_implemented(config.augment, table.DEVICE, native)  # before loading data
         self.mesh = mesh if mesh is not None else parallel.create_mesh()
         self.seed, self.step = int(config.seed), int(start_step)
         self.steps_per_epoch = batching.steps_per_epoch(config, info)
@@ -97,11 +99,11 @@ class DeviceTrainIterator:
         self.balanced = config.dataset.balance == "sampling"
         self.sample_weights = jnp.zeros(())
         if self.balanced:
-            counts = pipeline.count_labels(config, info, split)
+            counts = tf_data.count_labels(config, info, split)
             weights = balanced_class_weights(counts)
             self.sample_weights = jnp.asarray(weights, jnp.float32)
 
-        self.alternating_flip = bool(config.augment.get("alternating_flip", False))
+        self.alternating_flip = bool(config.augment.alternating_flip)
         self._permute = parallel.data_parallel(
             self._permute_shard, self.mesh, in_specs=(P(),), out_specs=P(AXIS)
         )
@@ -123,7 +125,7 @@ class DeviceTrainIterator:
         if not self.alternating_flip:
             return permutation
         flip_key = _key(self.seed, _FLIP_SALT, device)
-        return permutation, jax_augment.alternating_flip_mask(flip_key, self.per_device, epoch)
+        return permutation, jax_ops.alternating_flip_mask(flip_key, self.per_device, epoch)
 
     def _gather_batch(self, images, labels, epoch_order, step, weights):
         permutation, mirrored = epoch_order if self.alternating_flip else (epoch_order, None)

@@ -39,7 +39,7 @@ def get_dataset_info(config):
     """Metadata of config.dataset (preparing the TFDS data on first use); its 'auto' values must
     have been resolved (resolve_dataset)."""
     ds = config.dataset
-    unresolved = [k for k in auto.AUTO_KEYS + splits.AUTO_KEYS if is_auto(ds.get(k))]
+    unresolved = [k for k in auto.AUTO_KEYS + splits.AUTO_KEYS if is_auto(ds[k])]
     if unresolved:
         raise ValueError(
             f"config.dataset.{unresolved[0]}='auto' is not resolved: a run resolves it first "

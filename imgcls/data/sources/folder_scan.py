@@ -244,28 +244,33 @@ def scan_folder(path, split_fractions=(0.8, 0.1, 0.1), strict=False):
             root, f"has {found} (layout root/{'<split>/' * (layout == 'split')}<class>)"
         )
     label = {name: i for i, name in enumerate(class_names)}
+    split_files = _split_files(root, layout, files, label, fractions)
+    return Scan(root, layout, class_names, split_files, fractions)
 
+
+def _split_files(root, layout, files, label, fractions):
+    """{split: [(path, label, size, mtime)]}: the split folders' files, or root/<class>/*'s
+    files assigned to splits by their path (assign_split)."""
     if layout == "split":
-        split_files = {
+        return {
             split: [
                 (p, label[name], size, mtime) for name, found in classes for p, size, mtime in found
             ]
             for split, classes in files.items()
         }
-    else:
-        split_files = {s: [] for s, f in zip(AUTO_SPLITS, fractions, strict=True) if f > 0}
-        for name, found in files[None]:
-            for p, size, mtime in found:
-                split_files[assign_split(p, fractions)].append((p, label[name], size, mtime))
-        for split, entries in split_files.items():
-            if not entries:
-                raise _layout_error(
-                    root,
-                    f"has too few files to give the '{split}' split any (split_fractions="
-                    f"{fractions}); add images, or set its fraction to 0 with "
-                    "--config.dataset.split_fractions",
-                )
-    return Scan(root, layout, class_names, split_files, fractions)
+    split_files = {s: [] for s, f in zip(AUTO_SPLITS, fractions, strict=True) if f > 0}
+    for name, found in files[None]:
+        for p, size, mtime in found:
+            split_files[assign_split(p, fractions)].append((p, label[name], size, mtime))
+    for split, entries in split_files.items():
+        if not entries:
+            raise _layout_error(
+                root,
+                f"has too few files to give the '{split}' split any (split_fractions="
+                f"{fractions}); add images, or set its fraction to 0 with "
+                "--config.dataset.split_fractions",
+            )
+    return split_files
 
 
 def _path_hash(relative_path):

@@ -4,8 +4,7 @@ A name not registered here is looked up in TFDS's catalog (cifar10, mnist, image
 To add a source, write a Source and register its constructor f(config) here.
 """
 
-from imgcls.data.sources import catalog as tfds_source
-from imgcls.data.sources import digits, folder, synthetic
+from imgcls.data.sources import catalog, digits, folder, synthetic
 
 SOURCES = {
     "digits": digits.DigitsSource,  # scikit-learn's 8x8 digits, bundled (no download)
@@ -18,5 +17,5 @@ def get_source(config):
     """The source named by config.dataset.name (TFDS's catalog for any unregistered name)."""
     make = SOURCES.get(config.dataset.name)
     if make is None:
-        return tfds_source.catalog_source(config, registered=tuple(SOURCES))
+        return catalog.catalog_source(config, registered=tuple(SOURCES))
     return make(config)
