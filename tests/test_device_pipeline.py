@@ -88,14 +88,18 @@ def test_device_pipeline_refuses_tf_only_augmentations():
 
 
 FOUR_DEVICES = """
-import collections, json, sys
+import collections, json, logging, sys
+logging.basicConfig(level=logging.INFO)  # absl's lines on stderr
 import jax
 import numpy as np
 sys.path.insert(0, 'tests')
 from test_device_pipeline import synthetic_config
 from imgcls import data, parallel
+from imgcls.data.pipelines import choice
 config = synthetic_config('device', num_train_examples=203)
 info = data.get_dataset_info(config)
+# A budget for a shard of the split but not for all of it: each device gets a shard.
+choice.DEVICE_MEMORY_FRACTION = 2 * 51 * 6 * 6 * 3 / choice.device_memory_bytes()
 stream = data.create_train_iterator(config, info, mesh=parallel.create_mesh())
 spe = data.steps_per_epoch(config, info)
 batch = next(stream)
@@ -107,7 +111,7 @@ print(json.dumps({'spe': spe, 'shards': shards, 'taken': len(images), 'distinct'
 """
 
 
-def test_device_pipeline_on_four_devices_covers_each_shard_once():
+def test_a_split_too_big_for_every_device_is_sharded_and_each_shard_covered_once():
     flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = run_python(["-c", FOUR_DEVICES], flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,6 +119,57 @@ def test_device_pipeline_on_four_devices_covers_each_shard_once():
     # 203 examples on 4 devices: 50 per device, 3 left out; batch 40 = 10 per device.
     assert out["shards"] == [[10, 6, 6, 3]] * 4
     assert out["spe"] == 5 and out["taken"] == 200 and out["distinct"] == 200
+    assert "order of its examples depends on the device count" in proc.stderr
+
+
+EIGHT_DEVICES = """
+import json, sys
+import jax
+import numpy as np
+sys.path.insert(0, 'tests')
+from test_device_pipeline import synthetic_config
+from imgcls import data, parallel
+one, eight = parallel.create_mesh(jax.devices()[:1]), parallel.create_mesh()
+out = {}
+for name, augment, balance in [
+    ("crops, flips, cutout, erasing", dict(random_crop_padding=2, horizontal_flip=True,
+                                           vertical_flip=True, cutout=2, erasing=0.5), "none"),
+    ("alternating flip, balanced", dict(alternating_flip=True), "sampling"),
+]:
+    config = synthetic_config("device", num_train_examples=203, **augment)
+    config.dataset.balance = balance
+    info = data.get_dataset_info(config)
+    streams = {1: data.create_train_iterator(config, info, mesh=one),
+               8: data.create_train_iterator(config, info, mesh=eight)}
+    steps = 2 * data.steps_per_epoch(config, info) + 1  # two epochs: both flip halves
+    batches = {n: [jax.tree.map(np.asarray, next(stream)) for _ in range(steps)]
+               for n, stream in streams.items()}
+    same = all(
+        np.array_equal(a[k], b[k]) for a, b in zip(batches[1], batches[8]) for k in a
+    )
+    resumed = jax.tree.map(np.asarray, next(data.create_train_iterator(config, info, 7, eight)))
+    out[name] = {
+        "same": same,
+        "resumed_same": all(np.array_equal(resumed[k], batches[1][7][k]) for k in resumed),
+        "shards": [s.data.shape for s in next(streams[8])["image"].addressable_shards][:2],
+        "augmented": bool(np.any(batches[1][0]["image"] != batches[1][1]["image"])),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_the_global_batches_are_the_same_on_one_and_eight_devices_also_after_a_resume():
+    """The device pipeline's global batch is a function of (seed, step): the same images,
+    augmented the same way, and labels on 1 and 8 devices (issue 24: it was not); a run
+    resumed on 8 devices continues on the batches a 1-device run sees."""
+    flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    proc = run_python(["-c", EIGHT_DEVICES], flags)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, case in out.items():
+        assert case["same"] and case["resumed_same"], name
+        assert case["shards"] == [[5, 6, 6, 3]] * 2  # batch 40: 5 a device
+        assert case["augmented"]
 
 
 def test_device_pipeline_trains_as_well_as_tf_data(data_dir, tmp_path):

@@ -1,7 +1,9 @@
 """Batch augmentations in JAX, for the device-resident input pipeline and the train step.
 
 No TensorFlow here: a GPU machine may have JAX only. Every function is pure and jittable and
-its randomness comes from an explicit jax.random key. Configuration values (padding, flags,
+its randomness comes from explicit jax.random keys: one per example (a [B] key array), so that
+an example's augmentation does not depend on how the batch is cut over devices, or one key for
+the whole batch (split into one per example). Configuration values (padding, flags,
 probabilities, alphas) are Python values read at trace time: pass them (or the config.augment
 ConfigDict) by closure or functools.partial, never as traced arguments. The random-erasing
 constants live here so that the TF twin (imgcls.data.augment.tf_ops) shares them without this
@@ -49,7 +51,18 @@ def _box_mask(top, left, box_h, box_w, height, width):
     return inside_rows & (cols >= left) & (cols < left + box_w)
 
 
-def pad_and_random_crop(images, key, padding, mode="constant"):
+def example_keys(keys, count: int):
+    """One key per example: `keys` itself when it is a [count] key array, else the one key
+    split into `count`."""
+    return jax.random.split(keys, count) if keys.ndim == 0 else keys
+
+
+def _per_example(keys, draw):
+    """draw(key) for every example's key, stacked: [B, ...]."""
+    return jax.vmap(draw)(keys)
+
+
+def pad_and_random_crop(images, keys, padding, mode="constant"):
     """Pads [B, H, W, C] by `padding` per side (zeros, or 'reflect': the mirror image of the
     border, as airbench translates), then crops a random H x W per example."""
     if padding <= 0:
@@ -57,7 +70,8 @@ def pad_and_random_crop(images, key, padding, mode="constant"):
     batch, height, width, channels = images.shape
     pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
     padded = jnp.pad(images, pads, mode=mode)
-    offsets = jax.random.randint(key, (batch, 2), 0, 2 * padding + 1)
+    keys = example_keys(keys, batch)
+    offsets = _per_example(keys, lambda k: jax.random.randint(k, (2,), 0, 2 * padding + 1))
 
     def crop(image, offset):
         start = (offset[0], offset[1], 0)
@@ -66,9 +80,10 @@ def pad_and_random_crop(images, key, padding, mode="constant"):
     return jax.vmap(crop)(padded, offsets)
 
 
-def random_flip(images, key, horizontal=True):
+def random_flip(images, keys, horizontal=True):
     """Flips each example of [B, H, W, C] with probability 0.5 (along W, or H if vertical)."""
-    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))[:, None, None, None]
+    keys = example_keys(keys, images.shape[0])
+    flip = _per_example(keys, lambda k: jax.random.bernoulli(k, 0.5))[:, None, None, None]
     return jnp.where(flip, jnp.flip(images, axis=2 if horizontal else 1), images)
 
 
@@ -80,38 +95,49 @@ def alternating_flip_mask(key, count: int, epoch):
     return first ^ (epoch % 2 == 1)
 
 
-def cutout(images, key, size: int, fill):
+def cutout(images, keys, size: int, fill):
     """Fills a random size x size square of each example of [B, H, W, C], inside the image,
     with `fill` (one value per channel); airbench96's cutout fills the mean (0 once
     normalized)."""
     if size <= 0:
         return images
     batch, height, width, _ = images.shape
-    top_key, left_key = jax.random.split(key)
-    top = jax.random.randint(top_key, (batch,), 0, height - size + 1)
-    left = jax.random.randint(left_key, (batch,), 0, width - size + 1)
+    keys = example_keys(keys, batch)
+    top, left = _per_example(
+        keys,
+        lambda k: jax.random.randint(k, (2,), 0, jnp.array([height, width]) - size + 1),
+    ).T
     square = jnp.full((batch,), size, jnp.int32)
     mask = _box_mask(top, left, square, square, height, width)
     return jnp.where(mask, jnp.asarray(fill, images.dtype), images)
 
 
-def random_erasing(images, key, probability):
+def random_erasing(images, keys, probability):
     """With `probability` per example, fills a random box of uint8 [B, H, W, C] with noise."""
     if probability <= 0:
         return images
     batch, height, width, _ = images.shape
-    box_key, apply_key, noise_key = jax.random.split(key, 3)
-    top, left, box_h, box_w = erasing_boxes(jax.random.uniform(box_key, (batch, 4)), height, width)
-    apply = jax.random.bernoulli(apply_key, probability, (batch,))[:, None, None, None]
-    mask = _box_mask(top, left, box_h, box_w, height, width) & apply
-    noise = jax.random.randint(noise_key, images.shape, 0, UINT8_LEVELS).astype(images.dtype)
-    return jnp.where(mask, noise, images)
+    keys = example_keys(keys, batch)
+
+    def draw(key):
+        box_key, apply_key, noise_key = jax.random.split(key, 3)
+        noise = jax.random.randint(noise_key, images.shape[1:], 0, UINT8_LEVELS)
+        return (
+            jax.random.uniform(box_key, (4,)),
+            jax.random.bernoulli(apply_key, probability),
+            noise,
+        )
+
+    uniforms, apply, noise = _per_example(keys, draw)
+    top, left, box_h, box_w = erasing_boxes(uniforms, height, width)
+    mask = _box_mask(top, left, box_h, box_w, height, width) & apply[:, None, None, None]
+    return jnp.where(mask, noise.astype(images.dtype), images)
 
 
 INCEPTION_LOG_ASPECT = (math.log(3.0 / 4.0), math.log(4.0 / 3.0))  # as imgcls.data.preprocess
 
 
-def random_resized_crop(images, key, area_range):
+def random_resized_crop(images, keys, area_range):
     """Inception-style crop of each example of uint8 [B, H, W, C], resized back to H x W.
 
     A box of a uniform share of the area (area_range) and a log-uniform aspect ratio in
@@ -120,18 +146,17 @@ def random_resized_crop(images, key, area_range):
     sample_distorted_bounding_box) draws boxes of the same area and aspect ranges from a
     slightly different distribution, and retries a box that does not fit."""
     batch, height, width, _ = images.shape
-    area_key, ratio_key, top_key, left_key = jax.random.split(key, 4)
     low, high = area_range
-    area = jax.random.uniform(area_key, (batch,), minval=low, maxval=high) * height * width
-    ratio = jnp.exp(
-        jax.random.uniform(
-            ratio_key, (batch,), minval=INCEPTION_LOG_ASPECT[0], maxval=INCEPTION_LOG_ASPECT[1]
-        )
-    )
+    lows = jnp.array([low, INCEPTION_LOG_ASPECT[0], 0.0, 0.0])
+    highs = jnp.array([high, INCEPTION_LOG_ASPECT[1], 1.0, 1.0])
+    keys = example_keys(keys, batch)
+    uniforms = _per_example(keys, lambda k: jax.random.uniform(k, (4,), minval=lows, maxval=highs))
+    area = uniforms[:, 0] * height * width
+    ratio = jnp.exp(uniforms[:, 1])
     box_h = jnp.clip(jnp.round(jnp.sqrt(area / ratio)), 1, height)
     box_w = jnp.clip(jnp.round(jnp.sqrt(area * ratio)), 1, width)
-    top = jnp.floor(jax.random.uniform(top_key, (batch,)) * (height - box_h + 1))
-    left = jnp.floor(jax.random.uniform(left_key, (batch,)) * (width - box_w + 1))
+    top = jnp.floor(uniforms[:, 2] * (height - box_h + 1))
+    left = jnp.floor(uniforms[:, 3] * (width - box_w + 1))
 
     def crop(image, top, left, box_h, box_w):
         scale = jnp.stack([height / box_h, width / box_w])
@@ -148,9 +173,10 @@ def random_resized_crop(images, key, area_range):
     return jax.vmap(crop)(images, top, left, box_h, box_w)
 
 
-def augment_batch(images, key, aug, mirror=None, fill=(0,), native_size=False):
+def augment_batch(images, keys, aug, mirror=None, fill=(0,), native_size=False):
     """Random-resized crop (native_size only), pad-and-crop, flips, cutout and erasing of
-    uint8 [B, H, W, C], as config.augment `aug` says.
+    uint8 [B, H, W, C], as config.augment `aug` says; `keys` is one key per example (or one
+    key for the batch).
 
     `aug` is read at trace time: under jax.jit close over it (or functools.partial) rather
     than passing it as an argument. `mirror` (bool [B]) mirrors those examples first (the
@@ -158,10 +184,14 @@ def augment_batch(images, key, aug, mirror=None, fill=(0,), native_size=False):
     ValueError for what the augmentation table says this pipeline does not implement.
     """
     table.check_implemented(aug, table.DEVICE, native_size)
-    crop_key, hflip_key, vflip_key, erase_key = jax.random.split(key, 4)
-    cutout_key = jax.random.fold_in(key, 5)  # not a fifth split: the four keys stay as they were
+    keys = example_keys(keys, images.shape[0])
+    crop_key, hflip_key, vflip_key, erase_key = jnp.moveaxis(
+        jax.vmap(lambda k: jax.random.split(k, 4))(keys), 1, 0
+    )
+    cutout_key = jax.vmap(lambda k: jax.random.fold_in(k, 5))(keys)
     if aug.random_resized_crop:
-        images = random_resized_crop(images, jax.random.fold_in(key, 6), aug.area_range)
+        rrc_key = jax.vmap(lambda k: jax.random.fold_in(k, 6))(keys)
+        images = random_resized_crop(images, rrc_key, aug.area_range)
     if mirror is not None:
         images = jnp.where(mirror[:, None, None, None], jnp.flip(images, axis=2), images)
     padding, mode = int(aug.random_crop_padding), aug.crop_padding_mode

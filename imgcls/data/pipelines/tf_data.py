@@ -177,17 +177,22 @@ def _train_batches(config, info, source, index, count, spe, batch, first_epoch, 
         yield from ds.as_numpy_iterator()
 
 
-def create_eval_iterator(config, info, split=None):
+def create_eval_iterator(config, info, split=None, processes=None):
     """Finite iterator of host-local {'image', 'label', 'mask', 'index'} batches.
 
     Batches hold eval_batch_size / P examples. Each example of this process's slice appears
     once, in a fixed order, with `index` its position in the split; the last batch is padded
     with zeros, mask False and index -1, and every process yields num_eval_batches batches.
+    `processes` = (index, count) reads that slice instead ((0, 1): the whole split).
     """
     split = split or config.dataset.eval_split
     num_batches = batching.num_eval_batches(config, info, split)  # Validates split and batch.
     batch = batching.host_batch_size(config.eval_batch_size, key="config.eval_batch_size")
     index, count = batching.process_index_and_count()
+    if processes is not None and tuple(processes) != (index, count):
+        index, count = processes
+        batch = config.eval_batch_size
+        num_batches = -(-split_size(info, split) // (count * batch))
     first, _ = batching.process_slice(split_size(info, split), index, count)
     source = sources.get_source(config)
 
