@@ -81,14 +81,15 @@ def client(predictor):
 
 
 @contextlib.contextmanager
-def running_server(app):
-    """A real uvicorn server of `app` on a free port in a thread; yields its base URL."""
+def running_server(app, **options):
+    """A real uvicorn server of `app` on a free port in a thread, configured as --mode=serve
+    configures it (`options`: serve.server_config's); yields its base URL."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(serve.server_config(app, log_level="warning", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -279,10 +280,21 @@ def test_serve_builds_the_app(workdir, images, monkeypatch):
     import uvicorn
 
     calls = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
+
+    class Server:  # records what serve() would run
+        def __init__(self, config):
+            calls["config"] = config
+
+        def run(self):
+            calls["ran"] = True
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
     serve.serve(workdir, host="0.0.0.0", port=8123, max_upload_bytes=1234, top_k=3)
-    assert calls["host"] == "0.0.0.0" and calls["port"] == 8123
-    with TestClient(calls["app"]) as client:
+    config = calls["config"]
+    assert calls["ran"] and config.host == "0.0.0.0" and config.port == 8123
+    assert config.limit_concurrency == serve.MAX_CONNECTIONS
+    assert config.http.__name__ == "HeaderTimeoutProtocol"
+    with TestClient(config.app) as client:
         assert client.get("/healthz").json()["batch_size"] == serve.SERVE_BATCH_SIZE
         response = post(client, images[0])
         assert response.status_code == 200 and len(response.json()["predictions"]) == 3
@@ -294,6 +306,32 @@ def test_missing_dependencies(predictor, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # `import fastapi` raises ImportError
     with pytest.raises(ImportError, match=r"pip install -e '\.\[serve\]'"):
         serve.create_app(predictor)
+
+
+def test_a_client_that_trickles_its_headers_is_closed_within_the_timeout(predictor, images):
+    """A slow-loris client (one header line every 0.2 s, for up to 10 s) is disconnected by the
+    header timeout (1 s here) while a normal request on another connection is answered."""
+    app = serve.create_app(predictor, top_k=TOP_K)
+    with running_server(app, header_timeout_s=1.0) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            answer = httpx.post(f"{url}/predict", files={"file": ("a.png", images[0])})
+            assert answer.status_code == 200
+            closed, started = False, time.monotonic()
+            while time.monotonic() - started < 10 and not closed:
+                try:
+                    slow.sendall(b"X-Slow: 1\r\n")
+                    slow.settimeout(0.2)
+                    closed = slow.recv(1) == b""
+                except TimeoutError:
+                    continue
+                except OSError:  # reset by the server
+                    closed = True
+            assert closed, "the trickling connection was kept open"
+            assert time.monotonic() - started < 10
+        assert httpx.get(f"{url}/docs").status_code == 404  # no API docs served
+        assert httpx.get(f"{url}/openapi.json").status_code == 404
 
 
 def test_batching(server_url, predictor, images):

@@ -30,6 +30,12 @@ from imgcls.data import images
 from imgcls.inference import predict
 
 SERVE_BATCH_SIZE = 8  # images per compiled call when --batch_size is not given
+# A client gets this long for its request line and headers, and for its upload's body; slower
+# ones (a slow-loris trickle keeps a connection, and a file, open for as long as it lasts) are
+# closed (headers) or answered 408 (body). At most MAX_CONNECTIONS at once; more get 503.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 60.0
+MAX_CONNECTIONS = 64
 # Uploads decoded at once (each holds at most max_decoded_pixels decoded; see above).
 MAX_DECODING = max(4, min(8, os.cpu_count() or 4))
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
@@ -192,7 +198,12 @@ def _upload_reader(fastapi, max_upload_bytes):
             return message
 
         try:
-            form = await Request(request.scope, receive).form(max_files=4, max_fields=16)
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                form = await Request(request.scope, receive).form(max_files=4, max_fields=16)
+        except TimeoutError:
+            raise HTTPException(
+                408, f"The upload did not arrive within {BODY_TIMEOUT_S:g} s: send it again."
+            ) from None
         except _UploadTooLarge:
             raise HTTPException(413, f"The upload is {too_large}.") from None
         except StarletteHTTPException as e:  # starlette's parser: malformed multipart data
@@ -256,7 +267,14 @@ def create_app(
     read_upload = _upload_reader(fastapi, max_upload_bytes)
     with open(PAGE_FILE, encoding="utf-8") as f:
         page = f.read().replace("{{MODEL_INFO}}", html.escape(_model_info(predictor)))
-    app = fastapi.FastAPI(title="imgcls", lifespan=_lifespan(predictor, batcher))
+    # No /docs, /redoc or /openapi.json: the API is README's two routes (and /healthz).
+    app = fastapi.FastAPI(
+        title="imgcls",
+        lifespan=_lifespan(predictor, batcher),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.post("/predict")
     async def predict_endpoint(request: Request):
@@ -318,4 +336,59 @@ def serve(
     app = create_app(predictor, max_upload_bytes=max_upload_bytes, top_k=top_k)
     shown = f"[{host}]" if ":" in host else host
     logging.info("Serving %s at http://%s:%d/ (JSON API: POST /predict)", workdir, shown, port)
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.Server(server_config(app, host=host, port=port)).run()
+
+
+def server_config(app, header_timeout_s=HEADER_TIMEOUT_S, **options):
+    """uvicorn's Config for `app` (`options`: host, port, ...), with its limits: the header
+    timeout (HeaderTimeoutProtocol), MAX_CONNECTIONS, and a 5 s keep-alive."""
+    import uvicorn
+
+    options.setdefault("limit_concurrency", MAX_CONNECTIONS)
+    protocol = header_timeout_protocol(header_timeout_s)
+    return uvicorn.Config(app, http=protocol, timeout_keep_alive=5, **options)
+
+
+def header_timeout_protocol(timeout_s: float):
+    """uvicorn's h11 protocol, closing a connection whose request line and headers have not
+    all arrived within `timeout_s` of its opening (or of its previous response). uvicorn has no
+    such timeout: every byte that trickles in resets its keep-alive timer."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer = None
+
+        def _arm_header_timer(self):
+            self._cancel_header_timer()
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def _cancel_header_timer(self):
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self):
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def handle_events(self):
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's headers are in
+                self._cancel_header_timer()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_header_timer()  # for the next request on the connection
+
+        def connection_lost(self, exc):
+            self._cancel_header_timer()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
