@@ -145,6 +145,7 @@ def main(argv):
         raise app.UsageError(f"--config is required for --mode={FLAGS.mode}: configs/default.py?")
     cli.quiet_library_info()
     cli.start_jax(FLAGS)
+    cli.log_to_workdir(FLAGS.workdir, FLAGS.mode, create=needs_config)
     return cli.run_reporting_errors(run, argv[1:])
 
 

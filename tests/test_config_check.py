@@ -161,3 +161,10 @@ def test_console_info_filter_keeps_imgcls_and_clu_lines_by_their_full_paths():
         assert not cli.shows_info(os.path.join(site, *library.split("/")))
     assert not cli.shows_info("/home/me/imgcls/.venv/lib/site-packages/orbax/checkpoint/a.py")
     assert not cli.shows_info(os.path.join(site, "somepackage", "main.py"))
+
+
+def test_an_unknown_config_key_names_its_own_flag_only():
+    args = ["--workdir=W", "--config.optimzer.learning_rate=0.1", "--config.batch_size=32"]
+    detail = '\'optimzer\' Did you mean "optimizer" instead of "optimzer"?'
+    assert cli.unknown_override(args, detail) == "--config.optimzer.learning_rate=0.1"
+    assert cli.unknown_override(args, "no quote") == " ".join(args[1:])

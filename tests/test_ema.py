@@ -128,5 +128,8 @@ def test_weights_choices(runs, digits_config):
     # resuming with EMA switched off says so (instead of a "corrupt checkpoint")
     other = config.copy_and_resolve_references()
     other.ema_decay = 0.0
+    with pytest.raises(ValueError, match=r"ema_decay: 0\.9 -> 0\.0"):
+        imgcls.train_and_evaluate(other, full)
+    other.allow_config_change = True  # accepted: the checkpoints' layout still says why not
     with pytest.raises(ValueError, match="keeps a moving average of the weights, this config"):
         imgcls.train_and_evaluate(other, full)

@@ -191,6 +191,10 @@ def test_bad_input_gives_one_clear_error(trained, tmp_path):
     proc = run_python(["main.py", "--mode=eval", f"--workdir={no_checkpoints}"])
     assert proc.returncode == 1 and "imgcls: error: No checkpoints in" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # The traceback behind the one line is in the workdir's log file, after the command line.
+    log = (no_checkpoints / "logs" / "eval.log").read_text()
+    assert "imgcls started: main.py --mode=eval" in log
+    assert "Traceback" in log and "FileNotFoundError: No checkpoints in" in log
 
 
 def test_eval_console_summary(trained):

@@ -27,7 +27,7 @@ import imgcls
 from imgcls import data, parallel
 from imgcls.evaluation import evaluate
 from imgcls.inference import predict
-from imgcls.run import checkpointing
+from imgcls.run import checkpointing, files, lock
 from imgcls.training import state as state_lib
 from imgcls.training import step as train_step
 from imgcls.training.preemption import Preempted
@@ -169,6 +169,138 @@ def test_sigkill_and_sigterm_at_random_points_resume_exactly(reference, tmp_path
     assert metric_rows(workdir) == metric_rows(ref_dir)
 
 
+def test_a_second_trainer_on_a_workdir_stops_at_once(reference, tmp_path):
+    """The first trainer paused mid-run (SIGSTOP), holding W/train.lock: a second one on the
+    same workdir exits with one line naming it; the first then finishes as if alone."""
+    config, ref_dir = reference
+    workdir = str(tmp_path / "shared")
+    first = start(config, workdir)
+    wait_for_logged_step(first, workdir, 5)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run_python(flags(config, workdir), timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 1, second.stderr[-3000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("imgcls: error:")]
+    assert len(errors) == 1 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    assert f"is in use: pid {first.pid} on host " in errors[0]
+    first.wait(timeout=300)
+    assert first.returncode == 0, console(first)[-3000:]
+    assert_same_state(final_state(config, workdir), final_state(config, ref_dir))
+    assert metric_rows(workdir) == metric_rows(ref_dir)
+
+
+def test_the_training_lock_is_released_when_its_holder_ends(tmp_path):
+    with lock.training_lock(str(tmp_path)):
+        with pytest.raises(lock.WorkdirInUse, match=rf"pid {os.getpid()} on host"):
+            with lock.training_lock(str(tmp_path)):
+                pass
+    with lock.training_lock(str(tmp_path)):  # free again (and after a SIGKILL: the kernel's)
+        pass
+
+
+def test_resuming_with_another_config_is_refused_unless_allowed(reference, tmp_path):
+    config, ref_dir = reference
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(ref_dir, workdir)
+    saved = open(os.path.join(workdir, "config.json")).read()
+    other = config.copy_and_resolve_references()
+    other.seed, other.optimizer.learning_rate = 1, 0.01
+    with pytest.raises(ValueError) as refused:
+        imgcls.train_and_evaluate(other, workdir)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and "at step 60" in message
+    assert "optimizer.learning_rate: 0.003 -> 0.01; seed: 0 -> 1." in message
+    assert "--config.allow_config_change=True" in message
+    assert open(os.path.join(workdir, "config.json")).read() == saved  # nothing rewritten
+
+    longer = config.copy_and_resolve_references()
+    longer.num_train_steps = STEPS + 5  # how long it trains may change
+    imgcls.train_and_evaluate(longer, workdir)
+    other.allow_config_change = True
+    other.num_train_steps = STEPS + 10
+    imgcls.train_and_evaluate(other, workdir)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "config_changes.jsonl"))]
+    assert rows[0] == {"step": 60, "changes": {"num_train_steps": [60, 65]}}
+    assert rows[1]["step"] == 65 and rows[1]["changes"]["seed"] == [0, 1]
+    assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == 1
+
+
+def wait_for_path(proc, path, timeout=300):
+    """Waits until `path` exists while the process runs."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None, console(proc)[-3000:]
+        assert time.time() < deadline, f"no {path}"
+        time.sleep(0.005)
+
+
+def partial_files(directory) -> list[str]:
+    return [n for _, _, names in os.walk(directory) for n in names if ".partial-" in n]
+
+
+def test_sigterm_during_the_final_report_or_eval_is_one_line_and_leaves_no_partial_file(
+    reference, tmp_path
+):
+    """SIGTERM once the report's folder exists (its figures being written): exit 143, one line
+    saying what was not written, no `.partial-` file; the rerun writes the report, and removes
+    what a SIGKILL left of one."""
+    config, _ = reference
+    workdir = str(tmp_path / "report")
+    command = [a for a in flags(config, workdir) if a != "--config.final_report=False"]
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, stderr=log, text=True)
+    proc.console = log
+    report = os.path.join(workdir, "eval", f"test_{STEPS}")
+    wait_for_path(proc, report)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    err = console(proc)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("imgcls:")]
+    assert lines == [
+        "imgcls: SIGTERM received: stopped while writing the final report: the run is trained "
+        f"and saved (step {STEPS}), its report was not written (python main.py --mode=eval "
+        f"--workdir={workdir} writes it)."
+    ]
+    assert partial_files(workdir) == []
+    assert not os.path.exists(os.path.join(report, "report.md"))
+
+    left = os.path.join(report, "confusion_matrix.png.partial-999999999")  # a SIGKILL's
+    open(left, "w").close()
+    proc = run_python(["main.py", "--mode=eval", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.exists(os.path.join(report, "report.md")) and partial_files(workdir) == []
+
+    log = tempfile.TemporaryFile(mode="w+")
+    evaluating = subprocess.Popen(
+        [sys.executable, "main.py", "--mode=eval", f"--workdir={workdir}", "--split=train"],
+        cwd=ROOT,
+        stderr=log,
+        text=True,
+    )
+    evaluating.console = log
+    wait_for_path(evaluating, os.path.join(workdir, "eval", f"train_{STEPS}"))
+    evaluating.send_signal(signal.SIGINT)
+    evaluating.wait(timeout=120)
+    err = console(evaluating)
+    assert evaluating.returncode == 128 + signal.SIGINT, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("imgcls:")] == [
+        f"imgcls: SIGINT received: stopped while evaluating {workdir}: its report was not "
+        "written; run the same command again."
+    ]
+    assert "Traceback" not in err and partial_files(workdir) == []
+
+
+def test_stale_partial_files_of_dead_processes_are_removed(tmp_path):
+    for name in ("a.png.partial-999999999", f"b.json.partial-{os.getpid()}", "c.png"):
+        (tmp_path / name).write_text("x")
+    assert files.remove_stale_partials(tmp_path) == ["a.png.partial-999999999"]
+    assert sorted(os.listdir(tmp_path)) == [f"b.json.partial-{os.getpid()}", "c.png"]
+
+
 def test_rerunning_a_finished_run_changes_nothing(reference, tmp_path):
     config, ref_dir = reference
     workdir = str(tmp_path / "copy")
@@ -308,10 +440,15 @@ def damaged_copy(workdir, tmp_path, how):
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty_metadata"])
-def test_a_damaged_newest_checkpoint_falls_back_to_an_intact_one(checkpointed, tmp_path, how):
+def test_a_damaged_newest_checkpoint_falls_back_to_an_intact_one(
+    checkpointed, tmp_path, how, caplog
+):
     _, workdir, _, _ = checkpointed
     copy = damaged_copy(workdir, tmp_path, how)
     result = evaluate.evaluate_checkpoint(copy, "latest")
+    if how == "truncated":  # it names the array, not TensorStore's repr of a C++ binding
+        assert re.search(r"step 30 .*: array \S+ cannot be read \(\w+: ", caplog.text)
+        assert "pybind11" not in caplog.text
     assert result["step"] == 20  # the newest intact step, said in the log
     with pytest.raises(checkpointing.CorruptCheckpoint, match="step 30 .*corrupt") as error:
         evaluate.evaluate_checkpoint(copy, "30")
@@ -331,6 +468,65 @@ def test_resume_past_a_damaged_checkpoint_is_exact(checkpointed, tmp_path):
     assert os.path.isdir(os.path.join(copy, "corrupt_checkpoints", "30"))  # kept, set aside
     assert_same_state(final_state(longer, copy), final_state(longer, reference))
     assert metric_rows(copy) == metric_rows(reference)
+
+
+def test_a_checkpoint_without_its_checksums_is_not_trusted(checkpointed, tmp_path, caplog):
+    """Step 30's checksums file removed and its optimizer state damaged (issue 24: it was
+    restored without a word): a resume falls back to step 20, the newest verified step, naming
+    the missing file, and ends as the uninterrupted run; eval and predict use step 30 saying it
+    is unverified; trust_unverified_checkpoints resumes from it."""
+    config, workdir, longer, reference = checkpointed
+    copy = str(tmp_path / "unverified")
+    shutil.copytree(workdir, copy)
+    missing = os.path.join(copy, "checkpoints", "checksums", "30.json")
+    os.remove(missing)
+    template, _, _ = state_lib.initial_state(
+        longer, data.get_dataset_info(longer), parallel.create_mesh()
+    )
+    with checkpointing.Checkpointer(os.path.join(copy, "checkpoints")) as ckpt:
+        unverified = r"step 30 .*checksums/30\.json is missing"
+        with pytest.raises(checkpointing.UnverifiedCheckpoint, match=unverified):
+            ckpt.restore(template, step=30)
+    result = evaluate.evaluate_checkpoint(copy, "latest")
+    assert result["step"] == 30 and "using it unverified" in caplog.text
+    assert missing in caplog.text
+
+    trusting = str(tmp_path / "trusting")
+    shutil.copytree(copy, trusting)
+    caplog.clear()
+    imgcls.train_and_evaluate(longer, copy)  # resumes from 20
+    assert f"{missing} is missing. Trying the previous step" in caplog.text
+    assert os.path.isdir(os.path.join(copy, "unverified_checkpoints", "30"))
+    assert_same_state(final_state(longer, copy), final_state(longer, reference))
+    assert metric_rows(copy) == metric_rows(reference)
+
+    trusted = longer.copy_and_resolve_references()
+    trusted.trust_unverified_checkpoints = True
+    caplog.clear()
+    imgcls.train_and_evaluate(trusted, trusting)  # resumes from 30, unverified
+    assert "30.json): using it unverified" in caplog.text
+    assert not os.path.exists(os.path.join(trusting, "unverified_checkpoints"))
+    assert_same_state(final_state(longer, trusting), final_state(longer, reference))
+
+
+def test_no_verified_checkpoint_is_one_clear_error(checkpointed, tmp_path):
+    _, workdir, longer, _ = checkpointed
+    copy = str(tmp_path / "none")
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, "checkpoints", "checksums"))
+    with pytest.raises(checkpointing.UnverifiedCheckpoint) as error:
+        imgcls.train_and_evaluate(longer, copy)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1
+    assert "no saved step of [10, 20, 30] is both intact and verified" in message
+    assert "--config.trust_unverified_checkpoints=True" in message
+
+
+def test_checksums_of_deleted_steps_go_with_them(checkpointed):
+    _, workdir, _, _ = checkpointed
+    sums = sorted(os.listdir(os.path.join(workdir, "checkpoints", "checksums")))
+    with checkpointing.Checkpointer.of_workdir(workdir) as ckpt:
+        assert sums == [f"{step}.json" for step in sorted(ckpt.all_steps(), key=str)]
 
 
 def test_non_finite_weights_are_refused_by_eval_and_predict(checkpointed, tmp_path):
@@ -375,6 +571,59 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(checkpointed, t
     assert "Traceback" not in proc.stderr
     assert ".partial-" not in proc.stdout  # no temporary file left behind
     assert not [line for line in proc.stdout.splitlines() if line.split()[4:5] == ["0"]]
+
+
+def on_a_small_disk(tmp_path, kilobytes, command):
+    """Runs `command` (a shell line; $DISK is a tmpfs of `kilobytes`) in a user namespace."""
+    disk = tmp_path / "small_disk"
+    disk.mkdir(parents=True)
+    script = f"mount -t tmpfs -o size={kilobytes}k tmpfs {disk} && DISK={disk}; {command}"
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_training_and_export_on_a_full_disk_are_one_line_each(checkpointed, tmp_path):
+    """Issue 24: training printed 4-13 Orbax tracebacks (up to 476 lines) before its line,
+    export an 86-line TensorFlow traceback."""
+    config, workdir, _, _ = checkpointed
+    train = " ".join(flags(config, "$DISK/w")).replace("main.py", f"{sys.executable} main.py")
+    proc = on_a_small_disk(tmp_path, 700, f"{train}; echo exit=$?")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("imgcls: error:")]
+    assert "exit=1" in proc.stdout, proc.stderr[-3000:]
+    assert len(errors) == 1 and "No space left on device" in errors[0], proc.stderr[-3000:]
+    assert "could not write " in errors[0] and "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) < 40, proc.stderr[-3000:]
+
+    export = f"{sys.executable} main.py --mode=export --workdir={workdir} --export_dir=$DISK/e"
+    proc = on_a_small_disk(tmp_path / "b", 300, f"{export}; echo exit=$?; ls $DISK")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("imgcls: error:")]
+    assert "exit=1" in proc.stdout, proc.stderr[-3000:]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "/e/saved_model/30: No space left on device" in errors[0]
+    assert proc.stdout.split("exit=1")[1].split() == []  # nothing of the export left
+
+
+def test_a_damaged_config_json_is_one_line_naming_the_file_and_key(checkpointed, tmp_path):
+    _, workdir, _, _ = checkpointed
+    copy = str(tmp_path / "config")
+    shutil.copytree(workdir, copy)
+    path = os.path.join(copy, "config.json")
+    saved = json.load(open(path))
+    with open(path, "w") as f:
+        f.write('{"seed": 0,\n')  # cut short
+    with pytest.raises(ValueError) as error:
+        evaluate.evaluate_checkpoint(copy)
+    assert str(error.value).startswith(f"{path} is not valid JSON (Expecting property name")
+    saved["dataset"]["image_size"] = "big"
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(ValueError) as error:
+        predict.Predictor(copy)
+    assert str(error.value).startswith(
+        f"{path}: config.dataset.image_size='big' must be an integer >= 0"
+    )
 
 
 SERVE_MEMORY = """

@@ -135,6 +135,9 @@ def test_failed_resume_keeps_the_workdir_description(digits_run):
     before = [open(f).read() for f in files]
     other = config.copy_and_resolve_references()
     other.model.dense_features = 32
+    with pytest.raises(ValueError, match=r"differs .*: model\.dense_features: 128 -> 32\."):
+        imgcls.train_and_evaluate(other, workdir)
+    other.allow_config_change = True  # accepted: the checkpoints still refuse another model
     with pytest.raises(ValueError, match="does not match the model"):
         imgcls.train_and_evaluate(other, workdir)
     assert [open(f).read() for f in files] == before
@@ -209,7 +212,7 @@ config.final_report = False
 config.optimizer.name = 'sgd'
 config.optimizer.learning_rate = 0.05
 config.dataset.mean, config.dataset.std = (0.3,), (0.4,)
-config.dataset.pipeline = 'tf'  # the same batches on any number of devices
+config.dataset.pipeline = sys.argv[3] if len(sys.argv) > 3 else 'tf'  # either: the same batches
 result = imgcls.train_and_evaluate(config, sys.argv[2])
 state = __import__('test_train').restore_final(config, sys.argv[2])
 variables = (state.params, state.batch_stats)
@@ -219,13 +222,15 @@ print(json.dumps({'devices': jax.device_count(), **result}))
 """
 
 
-def test_one_device_equals_eight_devices(data_dir, tmp_path):
-    """Same global batch on 1 and 8 simulated CPU devices: sync BatchNorm and pmean'd grads."""
+@pytest.mark.parametrize("pipeline", ["tf", "device"])
+def test_one_device_equals_eight_devices(data_dir, tmp_path, pipeline):
+    """Same global batch on 1 and 8 simulated CPU devices (either input pipeline, augmented as
+    the default config augments): sync BatchNorm and pmean'd grads give the same run."""
     results = {}
     for n in (1, 8):
         workdir = str(tmp_path / f"d{n}")
         flags = f"--xla_force_host_platform_device_count={n}"
-        proc = run_python(["-c", DEVICE_RUN, data_dir, workdir], {"XLA_FLAGS": flags})
+        proc = run_python(["-c", DEVICE_RUN, data_dir, workdir, pipeline], {"XLA_FLAGS": flags})
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[n] = json.loads(proc.stdout.strip().splitlines()[-1])
         results[n]["losses"] = [r["train_loss"] for r in read_jsonl(workdir) if "train_loss" in r]

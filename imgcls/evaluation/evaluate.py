@@ -24,7 +24,7 @@ from imgcls.evaluation import grad_cam, report
 from imgcls.evaluation import metrics as metrics_lib
 from imgcls.evaluation import tta as tta_lib
 from imgcls.evaluation.step import AXIS, make_eval_step, run_eval_step
-from imgcls.run import files, restore
+from imgcls.run import files, interrupts, restore
 from imgcls.run import workdir as workdir_files
 
 GRID_EXAMPLES = 16  # correct and wrong examples shown in predictions.png (each)
@@ -54,18 +54,20 @@ def evaluate_checkpoint(
     when the run kept an average); `tta` one of imgcls.evaluation.tta.MODES (default:
     config.eval_tta).
     """
-    config = workdir_files.load_config(workdir)
-    weights, tta = restore.check_weights(weights, config), tta_lib.check_mode(tta, config)
-    if split:
-        config.dataset.eval_split = split
-    info = data.prepare_dataset(config)
-    mesh = parallel.create_mesh()
-    model = models.from_config(config, info.num_classes)
-    variables, step, name = restore.restore_variables(
-        workdir, model, info.image_shape, checkpoint, weights
-    )
-    variables = parallel.replicate(variables, mesh)
-    return evaluate_variables(config, workdir, variables, step, info, mesh, name, weights, tta)
+    again = "its report was not written; run the same command again"
+    with interrupts.doing(f"while evaluating {workdir}: {again}"):
+        config = workdir_files.load_config(workdir)
+        weights, tta = restore.check_weights(weights, config), tta_lib.check_mode(tta, config)
+        if split:
+            config.dataset.eval_split = split
+        info = data.prepare_dataset(config)
+        mesh = parallel.create_mesh()
+        model = models.from_config(config, info.num_classes)
+        variables, step, name = restore.restore_variables(
+            workdir, model, info.image_shape, checkpoint, weights
+        )
+        variables = parallel.replicate(variables, mesh)
+        return evaluate_variables(config, workdir, variables, step, info, mesh, name, weights, tta)
 
 
 class Example(NamedTuple):
@@ -217,6 +219,7 @@ def format_result(result: dict) -> str:
 
 def _write_report(config, workdir, info, variables, out, results, predictions, examples):
     os.makedirs(out, exist_ok=True)
+    files.remove_stale_partials(out)  # what a SIGKILL left of an earlier report
     files.write_json(os.path.join(out, "metrics.json"), results)
     with files.atomic_open(os.path.join(out, "predictions.npz"), "wb") as f:
         np.savez(f, class_names=np.array(info.class_names), **predictions)

@@ -21,7 +21,7 @@ from imgcls.data._tf import AUTOTUNE, tf
 from imgcls.data.pipelines import device as device_pipeline
 from imgcls.data.sources import registry as sources
 from imgcls.evaluation import report
-from imgcls.run import files
+from imgcls.run import files, interrupts
 
 IMBALANCE_WARNING_RATIO = 3.0  # warn when the largest class has this many times the smallest
 SIZE_SAMPLE = 1000  # images decoded per split for the image-size statistics
@@ -137,10 +137,18 @@ def augmented_copies(config, info, image, label):
 
 def inspect_dataset(config, workdir):
     """Writes W/inspect/ and returns its summary (also saved as inspect.json)."""
+    with interrupts.doing(
+        f"while inspecting the dataset: {workdir}/inspect is incomplete; run the same command again"
+    ):
+        return _inspect_dataset(config, workdir)
+
+
+def _inspect_dataset(config, workdir):
     config, info, resolved = resolve.resolve_run(config)
     source = sources.get_source(config)
     out = os.path.join(workdir, "inspect")
     os.makedirs(out, exist_ok=True)
+    files.remove_stale_partials(out)  # what a SIGKILL during an earlier inspection left
     names = list(info.class_names)
     splits = _splits(config)
     counts = {s: data.count_labels(config, info, s) for s in dict.fromkeys(splits.values())}

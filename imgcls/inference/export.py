@@ -14,8 +14,10 @@ Both artifacts are lowered for CPU, CUDA and TPU and take any batch size. The Sa
 the weights as variables (not graph constants), so ResNet-50 stays far from protobuf limits.
 """
 
+import errno
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -25,7 +27,7 @@ from absl import logging
 from flax import serialization
 
 from imgcls.inference import predict
-from imgcls.run import files
+from imgcls.run import files, interrupts
 
 EXPORT_FORMAT = "imgcls-export-1"
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -77,6 +79,12 @@ def export_model(workdir, export_dir, checkpoint=None, weights=None, tta=None) -
     so a failed export leaves neither a half-written model nor its staging folder. An existing
     imgcls export in `export_dir` is replaced; any other non-empty directory is an error.
     """
+    unwritten = f"--export_dir={export_dir} was not written; run the same command again"
+    with interrupts.doing(f"while exporting {workdir}: {unwritten}"):
+        return _export_model(workdir, export_dir, checkpoint, weights, tta)
+
+
+def _export_model(workdir, export_dir, checkpoint, weights, tta):
     if not export_dir:
         raise ValueError("--mode=export needs --export_dir=E, the directory to write.")
     export_dir = os.path.abspath(export_dir)
@@ -95,7 +103,9 @@ def export_model(workdir, export_dir, checkpoint=None, weights=None, tta=None) -
     try:
         os.makedirs(os.path.join(staging, "jax"))
         _write_jax_export(predictor, staging)
-        _write_saved_model(predictor, os.path.join(staging, info["saved_model"]))
+        where = info["saved_model"]
+        saved_model = os.path.join(staging, where)
+        _write_saved_model_or_say_why(predictor, saved_model, os.path.join(export_dir, where))
         files.write_json(os.path.join(staging, INFO_FILE), info)
         if os.path.exists(export_dir):  # two renames: E is without a model only in between
             os.replace(export_dir, replaced)
@@ -132,9 +142,9 @@ def _write_jax_export(predictor, directory):
         jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), predictor.variables),
         _images_spec(predictor.image_shape),
     )
-    with open(os.path.join(directory, JAX_EXPORT_FILE), "wb") as f:
+    with files.atomic_open(os.path.join(directory, JAX_EXPORT_FILE), "wb") as f:
         f.write(exported.serialize())
-    with open(os.path.join(directory, JAX_VARIABLES_FILE), "wb") as f:
+    with files.atomic_open(os.path.join(directory, JAX_VARIABLES_FILE), "wb") as f:
         f.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, predictor.variables)))
 
 
@@ -155,6 +165,22 @@ def load_jax_export(export_dir):
         return exported.call(variables, jnp.asarray(images, jnp.uint8))
 
     return predict, info
+
+
+def _write_saved_model_or_say_why(predictor, directory, shown):
+    """_write_saved_model; TensorFlow's error of a write that failed (a full disk: an 86-line
+    traceback ending in ResourceExhaustedError [Op:SaveV2]) becomes a WriteError naming the
+    folder (`shown`: where it was to be moved) and the cause."""
+    from imgcls.data._tf import tf  # (as _write_saved_model)
+
+    try:
+        _write_saved_model(predictor, directory)
+    except tf.errors.OpError as e:
+        text = e.message.strip().splitlines()[0] if e.message.strip() else type(e).__name__
+        cause = re.sub(r"\s*\[Op:\w+\]$", "", text.rsplit(";", 1)[-1].strip())
+        full = "No space left on device" in text
+        error = OSError(errno.ENOSPC if full else errno.EIO, cause)
+        raise files.WriteError.of(error, shown) from None
 
 
 def _write_saved_model(predictor, directory):

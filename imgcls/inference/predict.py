@@ -28,7 +28,7 @@ from imgcls.data import images
 from imgcls.data.images import BrokenImage, NotAnImage
 from imgcls.data.normalize import mean_std, normalize
 from imgcls.evaluation import tta as tta_lib
-from imgcls.run import files, restore
+from imgcls.run import files, interrupts, restore
 from imgcls.run import workdir as workdir_files
 
 DEFAULT_TOP_K = 5
@@ -272,6 +272,12 @@ def predict_paths(
     """--mode=predict: predict_files of `paths` with the model of `workdir` (its `weights`, with
     test-time augmentation `tta`: see Predictor), written to `output` (.csv or .json, checked
     before any work) when given."""
+    unwritten = f"{output} was not written" if output else "nothing was written"
+    with interrupts.doing(f"while predicting: {unwritten}; run the same command again"):
+        return _predict_paths(workdir, paths, checkpoint, batch_size, top_k, output, weights, tta)
+
+
+def _predict_paths(workdir, paths, checkpoint, batch_size, top_k, output, weights, tta):
     check_top_k(top_k)
     if not paths:
         raise ValueError("--mode=predict needs image files or folders: ... a.jpg photos/")
@@ -359,6 +365,7 @@ def write_output(result, path) -> None:
     """Writes the predictions to `path`: .json as given, .csv one row per file."""
     ext = check_output_path(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    files.remove_stale_partials(os.path.dirname(os.path.abspath(path)))
     if ext == ".json":
         files.write_json(path, result)
         return

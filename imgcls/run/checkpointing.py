@@ -5,16 +5,21 @@ interrupted save never leaves a half-written checkpoint behind to resume from. E
 its checkpoint here: `Checkpointer.of_workdir(W).resolve('best' | 'latest' | N)`.
 
 Files can still rot or be cut short afterwards (a full disk, a copy that stopped, bad storage),
-and Orbax restores some damage without a word. So every save also writes the CRC-32 of each
+and Orbax restores some damage without a word. So every save first writes the CRC-32 of each
 array (W/checkpoints/checksums/<step>.json), and every restore checks them: a damaged step
 raises CorruptCheckpoint naming the step and the array or file, and a resume, or a mode asking
-for 'latest' or 'best', falls back to the newest intact step, saying so.
+for 'latest' or 'best', falls back to the newest intact step, saying so. A step without its
+checksums file (removed, or saved by an imgcls before checksums existed) cannot be verified:
+a resume falls back to the newest verified step, saying which file is missing, unless
+config.trust_unverified_checkpoints; eval, predict, export and serve use it with a warning.
 """
 
 import contextlib
+import errno
 import json
 import logging as pylogging
 import os
+import re
 import shutil
 import zlib
 
@@ -33,6 +38,7 @@ EMA_METRIC = "eval_ema_accuracy"  # runs with config.ema_decay > 0 rank by the b
 DIRECTORY = "checkpoints"  # W/checkpoints
 CHECKSUMS = "checksums"  # W/checkpoints/checksums/<step>.json
 CORRUPT = "corrupt_checkpoints"  # W/corrupt_checkpoints/<step>: set aside by a resume
+UNVERIFIED = "unverified_checkpoints"  # W/unverified_checkpoints/<step>: likewise, no checksums
 CHOICES = "'latest', 'best' or a step number"
 VARIABLES = contract.VARIABLES
 EMA = "ema"  # the TrainState's moving average of VARIABLES (imgcls.training.ema), when kept
@@ -46,6 +52,20 @@ class CorruptCheckpoint(ValueError):
         super().__init__(
             f"Checkpoint step {step} in {directory} is corrupt or incomplete: {detail}"
         )
+
+
+class UnverifiedCheckpoint(ValueError):
+    """A checkpoint step without its checksums file: its arrays cannot be verified."""
+
+    def __init__(self, directory: str, step: int, path: str, detail: str = ""):
+        self.step = step
+        super().__init__(
+            f"Checkpoint step {step} in {directory} cannot be verified: its checksums file "
+            f"{path} is missing{detail}"
+        )
+
+
+TRUST_HINT = "--config.trust_unverified_checkpoints=True"
 
 
 def _host(leaf) -> np.ndarray:
@@ -90,8 +110,21 @@ def _layout(tree) -> dict[str, dict]:
 
 
 def _first_line(error: Exception) -> str:
+    """What went wrong, in one line: the unreadable array and TensorStore's reason when the
+    error (or its cause) says so, else the error's first line (TensorStore's own first line
+    ends in a fragment of a C++ binding's repr, cut off here)."""
+    chain, cause = [], error
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for cause in chain:
+        found = re.search(r'^(\w+): Error reading "([^"/]+)', str(cause))
+        if found:
+            reason = str(cause).strip().splitlines()[0].rsplit(": ", 1)[-1]
+            return f"array {found.group(2)} cannot be read ({found.group(1)}: {reason})"[:300]
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+    first = (text[0] if text else "").split(" See full TensorStore details")[0]
+    return f"{type(error).__name__}: {first}"[:300]
 
 
 class _NoReadOnlyNotice(pylogging.Filter):
@@ -113,9 +146,14 @@ def _sentence(context: str, text: str) -> str:
 class Checkpointer:
     """Saves and restores a `TrainState`; resume picks the latest complete step."""
 
-    def __init__(self, directory: str, keep: int = 2, read_only: bool = False):
+    def __init__(
+        self, directory: str, keep: int = 2, read_only: bool = False, trust_unverified=False
+    ):
+        """`trust_unverified`: restore steps without checksums (with a warning) instead of
+        falling back to a verified step; read-only checkpointers (eval, predict, ...) do."""
         self.directory = os.path.abspath(directory)
         self.read_only = read_only
+        self.trust_unverified = trust_unverified or read_only
         preserve = policies.AnyPreservationPolicy(
             [
                 policies.LatestN(n=max(1, keep)),
@@ -217,14 +255,37 @@ class Checkpointer:
             os.makedirs(self._checksum_dir, exist_ok=True)
             files.write_json(os.path.join(self._checksum_dir, f"{step}.json"), sums)
             self._prune_checksums(keep=step)
-        self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+        with self._writing(step):  # also reports a failure of the previous (async) save
+            self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+
+    @contextlib.contextmanager
+    def _writing(self, step: int | None = None):
+        """Orbax's and TensorStore's errors of a write that failed (a full disk, no permission:
+        tracebacks and a `RESOURCE_EXHAUSTED: Error writing ...` text from its threads) as one
+        WriteError naming the checkpoint folder and the cause."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001  (their error types vary: ValueError, OSError...)
+            text = str(e)
+            causes = {"No space left on device": errno.ENOSPC, "Permission denied": errno.EACCES}
+            found = [(cause, code) for cause, code in causes.items() if cause in text]
+            if isinstance(e, files.WriteError) or not found:
+                raise
+            cause, code = found[0]
+            where = self.directory if step is None else os.path.join(self.directory, str(step))
+            raise files.WriteError.of(OSError(code, cause), where) from e
 
     @property
     def _checksum_dir(self) -> str:
         return os.path.join(self.directory, CHECKSUMS)
 
-    def _prune_checksums(self, keep: int) -> None:
-        """Drops the checksum files of steps that are gone."""
+    def checksum_path(self, step: int) -> str:
+        return os.path.join(self._checksum_dir, f"{step}.json")
+
+    def _prune_checksums(self, keep: int | None = None) -> None:
+        """Drops the checksum files of steps that are gone (but `keep`'s, being saved)."""
+        if self.read_only or jax.process_index() > 0 or not os.path.isdir(self._checksum_dir):
+            return
         wanted = {*self.all_steps(), keep}
         for name in os.listdir(self._checksum_dir):
             step = name.removesuffix(".json")
@@ -234,12 +295,21 @@ class Checkpointer:
 
     def verify(self, step: int, tree, only=None) -> None:
         """CorruptCheckpoint unless `tree`, as restored from `step`, has the arrays saved there
-        (the paths under `only`, e.g. ('params', 'batch_stats'), when given). Checkpoints
-        saved before checksums existed are not checked."""
+        (the paths under `only`, e.g. ('params', 'batch_stats'), when given). A step without
+        its checksums file is UnverifiedCheckpoint, or with trust_unverified a warning."""
+        path = self.checksum_path(step)
         try:
-            with open(os.path.join(self._checksum_dir, f"{step}.json"), encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 expected = json.load(f)
         except FileNotFoundError:
+            if not self.trust_unverified:
+                raise UnverifiedCheckpoint(self.directory, step, path) from None
+            logging.warning(
+                "Checkpoint step %d in %s has no checksums file (%s): using it unverified.",
+                step,
+                self.directory,
+                path,
+            )
             return
         except (OSError, ValueError) as e:
             raise CorruptCheckpoint(self.directory, step, f"its checksums: {_first_line(e)}") from e
@@ -256,18 +326,30 @@ class Checkpointer:
         in W/corrupt_checkpoints so that training can save those steps again)."""
         if step is not None:
             return self._restore(state, step)
-        corrupt = []
+        corrupt, unverified = [], []
         for candidate in sorted(self.all_steps(), reverse=True):
             try:
                 restored = self._restore(state, candidate)
             except CorruptCheckpoint as e:
-                logging.warning("%s Trying the previous step.", e)
+                logging.warning("%s. Trying the previous step.", e)
                 corrupt.append(candidate)
                 continue
-            if corrupt:
+            except UnverifiedCheckpoint as e:
+                logging.warning("%s. Trying the previous step (%s uses it).", e, TRUST_HINT)
+                unverified.append(candidate)
+                continue
+            if corrupt or unverified:
                 logging.warning("Restored step %d, the newest intact checkpoint.", candidate)
                 self._set_aside(corrupt)
+                self._set_aside(unverified, UNVERIFIED)
             return restored
+        if unverified:
+            detail = (
+                f", and no saved step of {sorted(corrupt + unverified)} is both intact and "
+                f"verified. {TRUST_HINT} resumes from the newest unverified one."
+            )
+            step = unverified[0]
+            raise UnverifiedCheckpoint(self.directory, step, self.checksum_path(step), detail)
         if corrupt:
             raise CorruptCheckpoint(
                 self.directory,
@@ -293,15 +375,17 @@ class Checkpointer:
         self.verify(step, restored)
         return restored
 
-    def _set_aside(self, steps) -> None:
-        """Moves damaged step folders to W/corrupt_checkpoints (kept for inspection)."""
-        if self.read_only or jax.process_index() > 0:
+    def _set_aside(self, steps, folder: str = CORRUPT) -> None:
+        """Moves damaged (or unverified) step folders to W/corrupt_checkpoints (or
+        W/unverified_checkpoints), kept for inspection: training can save those steps again."""
+        if not steps or self.read_only or jax.process_index() > 0:
             return
-        target = os.path.join(os.path.dirname(self.directory), CORRUPT)
+        target = os.path.join(os.path.dirname(self.directory), folder)
         os.makedirs(target, exist_ok=True)
+        what = "unverified" if folder == UNVERIFIED else "damaged"
         for step in steps:
             shutil.move(os.path.join(self.directory, str(step)), os.path.join(target, str(step)))
-            logging.warning("Moved the damaged checkpoint step %d to %s.", step, target)
+            logging.warning("Moved the %s checkpoint step %d to %s.", what, step, target)
         self.manager.reload()
 
     def restore_variables(self, step: int, weights: str = "raw") -> dict:
@@ -356,7 +440,7 @@ class Checkpointer:
                         f"{str(e).split(': ', 1)[1]}. Saved steps: {self.all_steps()}; give "
                         "another --checkpoint.",
                     ) from e
-                logging.warning("%s Trying an older step.", e)
+                logging.warning("%s. Trying an older step.", e)
                 continue
             if candidate != step:
                 logging.warning(
@@ -435,11 +519,18 @@ class Checkpointer:
         )
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._writing():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        """Waits for an in-flight asynchronous save, then releases the manager."""
-        self.manager.close()
+        """Waits for an in-flight asynchronous save, then releases the manager; the checksums
+        of the steps it deleted go with them."""
+        try:
+            with self._writing():
+                self.manager.wait_until_finished()
+            self._prune_checksums()
+        finally:
+            self.manager.close()
 
     def __enter__(self):
         return self

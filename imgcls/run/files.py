@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import re
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class WriteError(OSError):
 def describe(error: OSError, path) -> str:
     cause = error.strerror or str(error)
     return f"could not write {os.fspath(path)}: {cause}" + (
-        " (free some space, or write the run to another --workdir)"
+        " (free some space, or write to another disk)"
         if error.errno == 28  # ENOSPC
         else ""
     )
@@ -80,3 +81,33 @@ def write_json(path, value, indent: int | None = 2) -> None:
     """Writes `value` as JSON to `path`, atomically, non-finite numbers as null."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(json_text(value, indent=indent))
+
+
+_PARTIAL = re.compile(r"\.partial-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_partials(directory) -> list[str]:
+    """Removes the temporary files (atomic_open's `*.partial-<pid>`) that processes which no
+    longer run left in `directory` (a SIGKILL during a write); returns their names."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = _PARTIAL.search(name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+    return removed

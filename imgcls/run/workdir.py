@@ -26,6 +26,7 @@ ACCUMULATOR_FILE = "train_accumulator.json"
 
 def save(config, workdir: str, info=None) -> None:
     """Writes W/config.json and, given the DatasetInfo, W/dataset_info.json."""
+    files.remove_stale_partials(workdir)  # what a SIGKILL during an earlier write left
     with files.atomic_open(os.path.join(workdir, CONFIG_FILE)) as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     if info is not None:
@@ -44,12 +45,36 @@ def dataset_info_dict(info) -> dict:
 
 def load_config(workdir: str):
     """The resolved config a run saved as `W/config.json`; keys added to imgcls since the run
-    wrote it are completed at their defaults (imgcls.config.schema)."""
+    wrote it are completed at their defaults (imgcls.config.schema). A file that is not JSON,
+    or holds a value the config check refuses, is a ValueError naming it."""
+    # Here: the rule table imports the model and data registries, and this module is plain files.
+    from imgcls.config import check
+
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
-    with open(path) as f:
-        return schema.complete(ml_collections.ConfigDict(json.load(f)))
+    values = _read_json(path)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} holds no config (a JSON object): {_DAMAGED}")
+    config = schema.complete(ml_collections.ConfigDict(values))
+    found = check.problems(config)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ValueError(f"{path}: {found[0]}{more} {_DAMAGED}")
+    return config
+
+
+_DAMAGED = "Restore the file from a copy of the run, or train again in a new --workdir."
+
+
+def _read_json(path: str):
+    """The JSON value of a file of W; ValueError naming it when it is not JSON."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}). {_DAMAGED}") from None
 
 
 def load_dataset_info(workdir: str) -> dict | None:
@@ -57,8 +82,7 @@ def load_dataset_info(workdir: str) -> dict | None:
     path = os.path.join(workdir, DATASET_INFO_FILE)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return _read_json(path)
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -11,6 +11,7 @@ imports and runs without TensorFlow; CLU's writers and the tf.data pipeline brin
 import dataclasses
 import functools
 import os
+import sys
 import time
 from typing import Any
 
@@ -23,9 +24,9 @@ from imgcls.config import resolve, schema
 from imgcls.evaluation import evaluate
 from imgcls.evaluation import metrics as metrics_lib
 from imgcls.evaluation import step as eval_step
-from imgcls.run import checkpointing, restore
+from imgcls.run import checkpointing, interrupts, lock, restore
 from imgcls.run import workdir as workdir_files
-from imgcls.training import early_stopping, guards, optim, preemption, schedules
+from imgcls.training import early_stopping, guards, optim, preemption, resume, schedules
 from imgcls.training import state as state_lib
 from imgcls.training import step as train_step
 from imgcls.transfer import warm_start
@@ -72,17 +73,19 @@ class Run:
 
 
 def set_up(config, workdir: str) -> Run:
-    """The run of `config` in `workdir`: its values checked (one line per bad value), every
-    'auto' value resolved, the input pipeline chosen (a resume keeps its own), the devices."""
-    config = schema.complete(config)  # an older W/config.json, a hand-built config
-    config_check.check(config)
-    os.makedirs(workdir, exist_ok=True)
+    """The run of `config` (checked) in `workdir`: every 'auto' value resolved, the input
+    pipeline chosen (a resume keeps its own), the devices; a resume's config checked against
+    the run's own (imgcls.training.resume)."""
     config, info, _ = resolve.resolve_run(config)
     config = data.resolve_pipeline(_resumed_pipeline(config, workdir), info)
     mesh = parallel.create_mesh()
     config_check.check_with_data(config, info, mesh)
     directory = os.path.join(workdir, checkpointing.DIRECTORY)
-    ckpt = checkpointing.Checkpointer(directory, keep=config.keep_checkpoints)
+    ckpt = checkpointing.Checkpointer(
+        directory, config.keep_checkpoints, trust_unverified=config.trust_unverified_checkpoints
+    )
+    if ckpt.latest_step() is not None:
+        resume.check_resume(config, workdir, ckpt.latest_step(), record=jax.process_index() == 0)
     return Run(config, workdir, info, mesh, ckpt, data.steps_per_epoch(config, info))
 
 
@@ -121,6 +124,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     guards.TrainingDiverged when the loss stops being finite and preemption.Preempted after
     SIGTERM or SIGINT (having saved a checkpoint of the step it stopped at).
     """
+    config = schema.complete(config)  # an older W/config.json, a hand-built config
+    config_check.check(config)  # one line per bad value, before any work
+    os.makedirs(workdir, exist_ok=True)
+    unsaved = "nothing was saved past the last checkpoint; run the same command again"
+    with lock.training_lock(workdir, hold=jax.process_index() == 0):  # one run per workdir
+        with interrupts.doing(f"before training {workdir} started: {unsaved}"):
+            return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     # Here, not at the top: CLU's writers import TensorFlow, and the train step runs without it.
     from imgcls.run import writers
 
@@ -138,8 +151,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         last_step = int(state.step)
         state = loop.best_state(state)
     finally:  # also on interruption: complete an in-flight checkpoint write, flush the logs
-        run.ckpt.close()
-        writer.flush()
+        _close(run.ckpt, writer)
     logging.info("Trained %d steps in %.1fs.", last_step - start_step, time.time() - started)
     return final_report(run, state, eval_metrics)
 
@@ -318,6 +330,19 @@ class Loop:
         return self.run.ckpt.restore(state, step=best)
 
 
+def _close(ckpt, writer) -> None:
+    """Completes the checkpoint writes and flushes the logs; when an error is already on its
+    way out (a full disk, say), an error of these (the same disk) does not replace it."""
+    failing = sys.exc_info()[1] is not None
+    for close in (ckpt.close, writer.flush):
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001  (whatever closing raises)
+            if not failing:
+                raise
+            logging.debug("While stopping on an error, %s also failed: %s", close, e)
+
+
 def final_report(run: Run, state, eval_metrics: dict) -> dict:
     """With config.final_report, `eval_metrics` plus the report that evaluation writes of the
     weights --mode=eval uses by default (the EMA when kept) under W/eval/<split>_<step>/."""
@@ -326,9 +351,14 @@ def final_report(run: Run, state, eval_metrics: dict) -> dict:
         return eval_metrics
     weights = restore.default_weights(config)
     variables = state_lib.evaluated_variables(state)["ema" if weights == "ema" else ""]
-    results = evaluate.evaluate_variables(
-        config, run.workdir, variables, int(state.step), run.info, run.mesh, "final", weights
-    )
+    step = int(state.step)
+    with interrupts.doing(
+        f"while writing the final report: the run is trained and saved (step {step}), its "
+        f"report was not written (python main.py --mode=eval --workdir={run.workdir} writes it)"
+    ):
+        results = evaluate.evaluate_variables(
+            config, run.workdir, variables, step, run.info, run.mesh, "final", weights
+        )
     return {
         **eval_metrics,
         "report_dir": results["report_dir"],
