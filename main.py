@@ -37,6 +37,12 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("top_k", 5, "--mode=predict and serve: classes listed per image.")
 flags.DEFINE_string("output", None, "--mode=predict: also write the predictions to .csv or .json.")
+flags.DEFINE_string(
+    "submission",
+    None,
+    "--mode=predict: a template CSV (e.g. sample_submission.csv: id, then one column per class "
+    "or one label column); --output is written with its header and row order.",
+)
 flags.DEFINE_integer(
     "batch_size",
     None,
@@ -96,7 +102,15 @@ def _inspect(args):
 def _predict(paths):
     f = FLAGS
     result = predict.predict_paths(
-        f.workdir, paths, f.checkpoint, f.batch_size, f.top_k, f.output, f.weights, f.tta
+        f.workdir,
+        paths,
+        f.checkpoint,
+        f.batch_size,
+        f.top_k,
+        f.output,
+        f.weights,
+        f.tta,
+        f.submission,
     )
     print(predict.format_summary(result, FLAGS.output))
     return 1 if result["errors"] else 0

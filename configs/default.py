@@ -55,7 +55,14 @@ def get_config():
     config.dataset.path = ""
     config.dataset.channels = 3  # images are converted to 1 (grayscale) or 3 (RGB) channels
     config.dataset.split_fractions = (0.8, 0.1, 0.1)  # train/validation/test for root/<class>/*
-    config.dataset.strict = False  # fail on unreadable files instead of skipping them
+    config.dataset.strict = False  # fail on unreadable files (and unusable label rows)
+    # A CSV/TSV mapping image files under path to labels (imgcls/data/sources/folder_labels.py):
+    # 'auto' = the one *.csv/*.tsv at the top of path that names its images (class folders when
+    # none does), '' = class folders only, or a file. Its columns are found by their content;
+    # image_column / label_column name them ('auto': found; a header name or a column number).
+    config.dataset.labels = "auto"
+    config.dataset.image_column = "auto"
+    config.dataset.label_column = "auto"
     # Only read when name == 'synthetic'.
     config.dataset.num_classes = 10
     config.dataset.image_shape = (32, 32, 3)

@@ -28,6 +28,7 @@ from imgcls.data import images
 from imgcls.data.images import BrokenImage, NotAnImage
 from imgcls.data.normalize import mean_std, normalize
 from imgcls.evaluation import tta as tta_lib
+from imgcls.inference import submission
 from imgcls.run import files, interrupts, restore
 from imgcls.run import workdir as workdir_files
 
@@ -268,32 +269,46 @@ def predict_paths(
     output=None,
     weights=None,
     tta=None,
+    submission=None,
 ) -> dict:
     """--mode=predict: predict_files of `paths` with the model of `workdir` (its `weights`, with
     test-time augmentation `tta`: see Predictor), written to `output` (.csv or .json, checked
-    before any work) when given."""
+    before any work) when given; with `submission` (a template CSV) `output` is written in the
+    template's shape instead (imgcls.inference.submission)."""
     unwritten = f"{output} was not written" if output else "nothing was written"
     with interrupts.doing(f"while predicting: {unwritten}; run the same command again"):
-        return _predict_paths(workdir, paths, checkpoint, batch_size, top_k, output, weights, tta)
+        return _predict_paths(
+            workdir, paths, checkpoint, batch_size, top_k, output, weights, tta, submission
+        )
 
 
-def _predict_paths(workdir, paths, checkpoint, batch_size, top_k, output, weights, tta):
+def _predict_paths(workdir, paths, checkpoint, batch_size, top_k, output, weights, tta, template):
     check_top_k(top_k)
     if not paths:
         raise ValueError("--mode=predict needs image files or folders: ... a.jpg photos/")
-    if output:
+    if template:
+        submission.check_output(output, template)
+        template = submission.read_template(template)
+    elif output:
         check_output_path(output)
     files, errors = find_images(paths)
     batch_size = batch_size or default_batch_size(len(files))
     predictor = Predictor(workdir, checkpoint, batch_size, weights=weights, tta=tta)
-    result = predict_found(predictor, files, errors, top_k)
-    if output:
+    if template and template.kind(predictor.class_names) == "probabilities":
+        template.class_order(predictor.class_names)  # before predicting: the classes agree
+    result = predict_found(predictor, files, errors, top_k, probabilities=bool(template))
+    if template:
+        submission.write_submission(template, result, predictor.class_names, output)
+        for p in result["predictions"]:
+            del p["probabilities"]
+    elif output:
         write_output(result, output)
     return result
 
 
-def predict_found(predictor, files, errors, top_k=DEFAULT_TOP_K) -> dict:
-    """predict_files of find_images' (files, errors), for callers that walked the paths."""
+def predict_found(predictor, files, errors, top_k=DEFAULT_TOP_K, probabilities=False) -> dict:
+    """predict_files of find_images' (files, errors), for callers that walked the paths; each
+    prediction also holds every class's probability (in class order) with `probabilities`."""
     errors = list(errors)
     predictions = []
     with concurrent.futures.ThreadPoolExecutor(PREPROCESS_THREADS) as pool:
@@ -308,8 +323,12 @@ def predict_found(predictor, files, errors, top_k=DEFAULT_TOP_K) -> dict:
             ]
             if good:
                 probs = predictor.predict_images(np.stack([x for _, x in good]))
-                for (f, _), top in zip(good, predictor.top_k(probs, top_k), strict=True):
+                for (f, _), top, row in zip(
+                    good, predictor.top_k(probs, top_k), probs, strict=True
+                ):
                     predictions.append({"file": f, "top_k": top})
+                    if probabilities:
+                        predictions[-1]["probabilities"] = row.tolist()
     return {
         "workdir": os.path.abspath(predictor.workdir),
         "checkpoint": predictor.checkpoint,

@@ -63,6 +63,7 @@ def resolve_dataset(config):
     source's image_statistics of the training split (imgcls.data.auto).
     """
     source = sources.get_source(config)
+    config, labels_notes = source.resolve_settings(config)
     ds = config.dataset
     sizes = source.split_sizes()
     if not sizes:  # no split metadata (tfds.testing.mock_data): count the configured splits
@@ -72,7 +73,8 @@ def resolve_dataset(config):
     stats = source.image_statistics(splits.base_split(config.dataset.train_split))
     config, more = auto.resolve_images(config, stats, source.image_shape, ds.name)
     info = get_dataset_info(config)
-    return config, info, [splits.describe_splits(config, info.split_sizes), *notes, *more]
+    described = splits.describe_splits(config, info.split_sizes)
+    return config, info, [*labels_notes, described, *notes, *more]
 
 
 def create_train_iterator(config, info, start_step=0):

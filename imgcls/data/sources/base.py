@@ -61,6 +61,12 @@ class Source:
         del split
         return None
 
+    def resolve_settings(self, config) -> tuple:
+        """(config, notes for the log) with the source's own 'auto' values resolved from what it
+        found (an image folder's labels file and columns); the config is changed in place (a
+        resolved copy is expected). Nothing to resolve by default."""
+        return config, []
+
     def typical_image_shape(self) -> tuple:
         """A typical decoded (H, W, C), to estimate memory; image_shape (None where unknown)
         unless the source knows better."""

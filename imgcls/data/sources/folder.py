@@ -1,9 +1,11 @@
 """A folder of the user's own images as a TFDS dataset (config.dataset.name = 'folder').
 
-Two layouts are recognised at config.dataset.path (the root):
+Three layouts are recognised at config.dataset.path (the root):
 
   root/<split>/<class>/...   e.g. train/, validation/, test/: the split names are the folder names
   root/<class>/...           split into 'train', 'validation' and 'test' by split_fractions
+  root/... + a labels file   a CSV/TSV naming each image's label (and maybe its split): see
+                             folder_labels.py; config.dataset.labels
 
 Class names are the sorted class folder names (the union over splits, so label ids agree across
 splits); every file below a class folder, in nested folders too, belongs to that class. Hidden
@@ -41,12 +43,12 @@ from etils import epath
 from imgcls.data import preprocess
 from imgcls.data._tf import tf, tfds
 from imgcls.data.images import load_image, printable_path
+from imgcls.data.sources import folder_labels
 from imgcls.data.sources.catalog import TFDSSource, prepare_builder
 from imgcls.data.sources.folder_scan import (
     FORMAT_VERSION,
     config_name,
     fingerprint,
-    scan_folder,
     stratified_order,
 )
 from imgcls.data.sources.image_stats import SizeRecorder, SplitPixels
@@ -135,12 +137,15 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         return super()._create_builder_config(builder_config, version)
 
     def _info(self):
+        scan = self._scan
+        layout = {"split": "root/<split>/<class>/*", "class": "root/<class>/*"}.get(
+            scan.layout, f"labelled by {scan.labels['file'] if scan.labels else 'a file'}"
+        )
         return tfds.core.DatasetInfo(
             builder=self,
             description=(
-                f"The image folder {self._scan.root}: layout root/"
-                f"{'<split>/' if self._scan.layout == 'split' else ''}<class>/*, "
-                f"{len(self._scan.class_names)} classes; grayscale images stored as grayscale."
+                f"The image folder {scan.root}: layout {layout}, {len(scan.class_names)} "
+                "classes; grayscale images stored as grayscale."
             ),
             features=tfds.features.FeaturesDict(
                 {
@@ -178,6 +183,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             fingerprint=self._digest,
             split_fractions=list(scan.split_fractions) if scan.split_fractions else None,
             class_names=list(scan.class_names),
+            labels=scan.labels,
             splits={},
         )
         return {split: self._generate_examples(split) for split in scan.files}
@@ -266,22 +272,33 @@ def prepared_builder(config):
     """
     ds = config.dataset
     _check_channels(ds.channels)
-    key = (
-        os.path.abspath(os.path.expanduser(ds.path)) if ds.path else "",
-        ds.data_dir,
-        repr(ds.split_fractions),
-        bool(ds.strict),
-    )
+    root = os.path.abspath(os.path.expanduser(ds.path)) if ds.path else ""
+    settings = (ds.data_dir, repr(ds.split_fractions), bool(ds.strict))
+    key = (root, *settings, *_labels_settings(ds))
     with _LOCK:
         if key not in _PREPARED:
-            _PREPARED[key] = _prepare(config)
+            builder = _prepare(config)
+            _PREPARED[key] = builder
+            # The same preparation, once config.dataset's 'auto' labels values are resolved.
+            labels = builder.info.metadata.get("labels")
+            chosen = (
+                (labels["file"], labels["image_column"], labels["label_column"])
+                if labels
+                else ("", "auto", "auto")
+            )
+            _PREPARED.setdefault((root, *settings, *chosen), builder)
         return _PREPARED[key]
+
+
+def _labels_settings(ds):
+    """config.dataset's labels-file keys."""
+    return (str(ds.labels), str(ds.image_column), str(ds.label_column))
 
 
 def _prepare(config):
     ds = config.dataset
     strict = bool(ds.strict)
-    scan = scan_folder(ds.path, ds.split_fractions, strict)
+    scan = folder_labels.scan(ds)
     download_config = tfds.download.DownloadConfig(try_download_gcs=False)
     started = time.time()
     builder = prepare_builder(
@@ -360,6 +377,17 @@ class FolderSource(TFDSSource):
         image = tf.ensure_shape(image, (None, None, self.channels))
         return {"image": image, "label": tf.cast(raw["label"], tf.int32)}
 
+    def resolve_settings(self, config):
+        """config.dataset.labels, image_column and label_column as found at preparation (the
+        labels file's path and column names; '' for class folders), so that W/config.json, eval
+        and a resume read the same file the same way."""
+        ds, labels = config.dataset, self.metadata.get("labels")
+        with ds.ignore_type():
+            ds.labels = labels["file"] if labels else ""
+            if labels:
+                ds.image_column, ds.label_column = labels["image_column"], labels["label_column"]
+        return config, [folder_labels.describe(labels, self.metadata["source"])] if labels else []
+
     def recorded_image_sizes(self, split):
         """Every image's size was recorded at preparation."""
         recorded = self.metadata["splits"].get(split)
@@ -387,6 +415,10 @@ class FolderSource(TFDSSource):
     def describe(self):
         facts = {"folder": {"source": self.metadata["source"], "layout": self.metadata["layout"]}}
         facts["folder"]["data_dir"] = os.fspath(self.builder.data_dir)
+        labels = self.metadata.get("labels")
+        if labels:
+            keys = ("file", "image_column", "label_column", "split_column", "base", "rows", "used")
+            facts["folder"]["labels"] = {k: labels[k] for k in keys}
         warnings = []
         if self.metadata.get("num_skipped"):
             first = ", ".join(s["file"] for s in self.metadata["skipped"][:5])

@@ -36,12 +36,15 @@ class Scan:
     sorted walk order.
     """
 
-    def __init__(self, root, layout, class_names, files, split_fractions=None):
+    def __init__(self, root, layout, class_names, files, split_fractions=None, labels=None):
         self.root = root
-        self.layout = layout  # 'split' (root/<split>/<class>) or 'class' (root/<class>)
+        # 'split' (root/<split>/<class>), 'class' (root/<class>) or 'labels' (a labels file)
+        self.layout = layout
         self.class_names = tuple(class_names)
         self.files = files
-        self.split_fractions = split_fractions  # for layout 'class' only
+        self.split_fractions = split_fractions  # for layouts 'class' and 'labels'
+        # layout 'labels': the labels file and what was read from it (folder_labels.scan_labels)
+        self.labels = labels
 
     @property
     def num_files(self):
@@ -207,7 +210,8 @@ def scan_folder(path, split_fractions=(0.8, 0.1, 0.1), strict=False):
         raise _layout_error(
             root,
             f"has images directly in it ({', '.join(images[:3])}, ...); move them into one "
-            "sub-folder per class",
+            "sub-folder per class, or add a labels file (a CSV naming each image's label; "
+            "--config.dataset.labels)",
         )
     folders = [e for e in top if _is_dir(e)]
     if not folders:
@@ -300,6 +304,8 @@ def fingerprint(scan):
     """sha1 hex of everything that determines the prepared data: files and settings."""
     h = hashlib.sha1()
     settings = (FORMAT_VERSION, scan.layout, scan.split_fractions, scan.class_names)
+    if scan.labels:  # the labels file's content and the columns read from it
+        settings += tuple(scan.labels[k] for k in ("digest", "image_column", "label_column"))
     h.update(repr(settings).encode("utf-8"))
     for split in sorted(scan.files):
         h.update(f"\0split {split}\n".encode())
