@@ -258,6 +258,9 @@ def test_train_predict_and_a_submission_in_the_templates_shape(tmp_path):
     imgcls.train_and_evaluate(config, workdir)
     saved = imgcls.run.workdir.load_config(workdir)
     assert saved.dataset.labels == os.path.join(root, "labels.csv")
+    config.num_train_steps = 8  # a resume with the same 'auto' config resolves to the same file
+    imgcls.train_and_evaluate(config, workdir)
+    assert imgcls.run.workdir.read_metrics(workdir)[-1]["step"] == 8
 
     output = str(tmp_path / "out" / "submission.csv")
     template = os.path.join(root, "sample_submission.csv")
@@ -306,3 +309,85 @@ def test_train_predict_and_a_submission_in_the_templates_shape(tmp_path):
         )
     with pytest.raises(ValueError, match=r"give --output=submission.csv"):
         predict.predict_paths(workdir, [os.path.join(root, "test")], submission=template)
+
+
+def _tree(root, n=12, folder=lambda i: "", ext=".png"):
+    """n images of the three colours under root/<folder(i)>/<i><ext>; their relative paths."""
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(n):
+        path = os.path.join(folder(i), f"{i}{ext}") if folder(i) else f"{i}{ext}"
+        _image(str(root / path), COLOURS[i % 3], rng)
+        paths.append(path)
+    return paths
+
+
+def test_what_a_review_as_new_users_found(tmp_path):
+    """Layouts and files as they come from notebooks, spreadsheets and competitions."""
+    config = folder_config(tmp_path, tmp_path / "tfds")
+
+    def scan(root, **dataset):
+        folder.clear_cache()
+        config.dataset.path = str(root)
+        for key in ("labels", "image_column", "label_column"):
+            config.dataset[key] = dataset.get(key, "auto")
+        return folder_labels.scan(config.dataset)
+
+    # An integer label next to a text metadata column: the label-like name wins, else an error.
+    root = tmp_path / "a"
+    paths = _tree(root / "images")
+    rows = [[p, i % 3, "cam_" + "ab"[i % 2]] for i, p in enumerate(paths)]
+    _write_table(root / "train.csv", ["image_id", "category_id", "source"], rows)
+    assert scan(root).labels["label_column"] == "category_id"
+    _write_table(root / "train.csv", ["id", "has_tumor", "sex"], rows)
+    with pytest.raises(ValueError, match=r"has_tumor \(3 values\), sex \(2 values\)"):
+        scan(root)
+
+    # Class folders with a stray metadata CSV: not silently its column; a test.csv of ids only
+    # is no labels file.
+    root = tmp_path / "b"
+    paths = _tree(root, folder=lambda i: COLOURS[i % 3])
+    rows = [[p, "ann" if i < 6 else "bob"] for i, p in enumerate(paths)]
+    _write_table(root / "metadata.csv", ["filename", "photographer"], rows)
+    with pytest.raises(ValueError, match=r"class folders and the file metadata.csv.*labels=''"):
+        scan(root)
+    assert scan(root, labels="").layout == "class"
+    assert scan(root, label_column="photographer").class_names == ("ann", "bob")
+    os.remove(root / "metadata.csv")
+    _write_table(root / "test.csv", ["id"], [[p] for p in paths])
+    assert scan(root).layout == "class"
+
+    # Images spread over sibling folders; ids in another case; absolute and notebook paths;
+    # a semicolon-separated file with a pandas index column.
+    root = tmp_path / "c"
+    paths = _tree(root, n=18, folder=lambda i: f"part_{i % 2 + 1}", ext=".JPG")
+    rows = [[i, os.path.basename(p).lower(), COLOURS[i % 3]] for i, p in enumerate(paths)]
+    rows[0][1] = str(root / paths[0])
+    rows[1][1] = "../input/c/" + paths[1]
+    _write_table(root / "labels.csv", ["", "file", "label"], rows, delimiter=";")
+    found = scan(root)
+    assert found.labels["used"] == 18 and found.labels["left_out"] == {}
+    assert found.labels["image_column"] == "file"
+
+    # 40 classes of 2 images in a column named label; a fastai is_valid column.
+    root = tmp_path / "d"
+    rng = np.random.default_rng(8)
+    rows = []
+    for i in range(80):
+        _image(str(root / f"{i}.png"), COLOURS[i % 3], rng)
+        rows.append([f"{i}.png", f"class {i // 2}", "True" if i % 4 == 0 else "False"])
+    _write_table(root / "labels.csv", ["fname", "label", "is_valid"], rows[:-1])
+    found = scan(root)
+    assert len(found.class_names) == 40 and found.labels["split_column"] == "is_valid"
+    assert {s: len(f) for s, f in found.files.items()} == {"train": 59, "validation": 20}
+
+
+def test_binary_templates_and_ids_spelled_otherwise():
+    from imgcls.inference import submission
+
+    template = submission.Template("t.csv", ["id", "dog"], ["./a.jpg", "B"])
+    assert template.kind(("cat", "dog")) == "probabilities"
+    assert template.class_order(("cat", "dog")) == [1]  # the probability of 'dog'
+    assert submission.match_ids(template, ["x/b.JPG", "x/a.jpg"]) == [1, 0]
+    label = submission.Template("t.csv", ["id", "label"], ["a"])
+    assert label.kind(("cat", "dog")) == "label"

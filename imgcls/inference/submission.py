@@ -36,19 +36,29 @@ class Template:
         self.ids = ids
 
     def kind(self, class_names) -> str:
-        """'label' (one column that is not a class name) or 'probabilities'."""
-        if len(self.columns) == 1 and self.columns[0] not in class_names:
+        """'label' (one column that is not a class name: the predicted class) or
+        'probabilities' (a column per class; or, for two classes, one: the probability of that
+        class, as binary tasks scored by AUC ask)."""
+        if len(self.columns) == 1 and self._index(class_names, self.columns[0]) is None:
             return "label"
         return "probabilities"
+
+    @staticmethod
+    def _index(class_names, column):
+        for i, name in enumerate(class_names):
+            if name == column:
+                return i
+        folded = [i for i, name in enumerate(class_names) if name.lower() == column.lower()]
+        return folded[0] if len(folded) == 1 else None
 
     def class_order(self, class_names) -> list[int]:
         """The model's class index of each probability column; ValueError listing both sets
         when they differ."""
-        known = {name: i for i, name in enumerate(class_names)}
-        folded = {name.strip().lower(): i for i, name in enumerate(class_names)}
-        order = [known.get(c, folded.get(c.strip().lower())) for c in self.columns]
+        order = [self._index(class_names, c) for c in self.columns]
         unknown = [c for c, i in zip(self.columns, order, strict=True) if i is None]
         missing = set(range(len(class_names))) - set(order)
+        if len(class_names) == 2 and len(order) == 1 and not unknown:
+            missing = set()  # binary: the probability of the one class named
         if unknown or missing or len(set(order)) != len(order):
             raise ValueError(
                 f"The template {self.path} has the class columns {_listed(self.columns)}, the "
@@ -103,8 +113,12 @@ def match_ids(template, predicted_files) -> list[int]:
         for key in _keys(path):
             by_key.setdefault(key, []).append(i)
     found, missing, ambiguous = [], [], []
+    folded = {}
+    for key, hits in by_key.items():
+        folded.setdefault(key.lower(), set()).update(hits)
     for ident in template.ids:
-        hits = by_key.get(ident.replace("\\", "/").strip("/"), [])
+        key = ident.replace("\\", "/").removeprefix("./").strip("/")
+        hits = by_key.get(key) or sorted(folded.get(key.lower(), ()))
         if len(hits) == 1:
             found.append(hits[0])
         elif hits:

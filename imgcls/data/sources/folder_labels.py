@@ -8,12 +8,15 @@ under it (templates such as sample_submission.csv are not candidates; class fold
 when there is none), '' never uses one, a path uses that file. Its columns are found by content:
 
 - the image column: the column whose values name image files under the root, relative to it or
-  to one of its folders (the base folder that matches most values), with or without extension;
-- the label column: the other column with at least 2 and at most half as many distinct values
-  as rows (a column named like 'label', 'class', 'target', ... first; then a non-numeric one);
-- a split column: named split / subset / set / partition, or whose every value is a split name
-  (train, val, test, ...): its values are the splits. Without one, the files are split by
-  config.dataset.split_fractions, as root/<class>/* is (folder_scan.assign_split).
+  to one of its folders (the base folder that matches most values; others for images spread
+  over sibling folders), with or without extension, in any case, or as a path ending in one;
+- the label column: another column with at least 2 and at most half as many distinct values
+  as rows (as many as rows for a label-like name: 'label', 'class', 'category_id', ...); of
+  several, the one with a label-like name, else an error lists them. Beside valid class
+  folders, a label column without such a name is an error too: the user chooses;
+- a split column: one whose every value is a split name (train, val, test, ...), or fastai's
+  true/false is_valid. Without one, the files are split by config.dataset.split_fractions, as
+  root/<class>/* is (folder_scan.assign_split).
 
 config.dataset.image_column / label_column name them explicitly (a header name, or a 1-based
 column number for a file without a header row). Rows that cannot be used (an image that is not
@@ -26,6 +29,7 @@ import collections
 import csv
 import hashlib
 import os
+import re
 
 from absl import logging
 
@@ -48,8 +52,9 @@ SAMPLED_VALUES = 200  # values per column tried against every base folder
 MAX_LISTED = 5  # rows or files named per problem in the warning
 
 
-class NamesNoImage(ValueError):
-    """No column of a table names image files under the root: not a labels file of it."""
+class NotALabelsFile(ValueError):
+    """No column of a table names image files under the root, or none can be a label: not a
+    labels file of this folder (a list of test ids, metadata)."""
 
 
 class Table:
@@ -65,19 +70,24 @@ class Table:
 
 
 def read_table(path):
-    """The Table of a CSV (or, by extension or content, TSV) file; ValueError naming the file
-    when it cannot be read."""
+    """The Table of a CSV file (comma, semicolon, tab or '|' separated, found from its first
+    line; UTF-8, else Windows-1252); ValueError naming the file when it cannot be read."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
         raise ValueError(f"Cannot read the labels file {path}: {e}") from e
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+        logging.info("Labels file %s is not UTF-8: read as Windows-1252.", path)
     first = text.split("\n", 1)[0]
-    tab = path.lower().endswith(".tsv") or first.count("\t") > first.count(",")
-    rows = [
-        [cell.strip() for cell in row]
-        for row in csv.reader(text.splitlines(), delimiter="\t" if tab else ",")
-    ]
+    delimiter = max(("\t", ",", ";", "|"), key=first.count)
+    if path.lower().endswith(".tsv") or not first.count(delimiter):
+        delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    reader = csv.reader(text.splitlines(), delimiter=delimiter, skipinitialspace=True)
+    rows = [[cell.strip() for cell in row] for row in reader]
     rows = [row for row in rows if any(row)]
     if len(rows) < 2:
         raise ValueError(
@@ -85,7 +95,9 @@ def read_table(path):
         )
     width = max(len(row) for row in rows)
     rows = [row + [""] * (width - len(row)) for row in rows]
-    header = rows[0]
+    header = list(rows[0])
+    if not header[0] and all(header[1:]):  # pandas' to_csv: an unnamed index column first
+        header[0] = "index"
     if len(set(header)) != width or not all(header):  # not a header row: name by position
         return Table(path, [str(i + 1) for i in range(width)], rows, header=False)
     return Table(path, header, rows[1:], header=True)
@@ -97,7 +109,7 @@ def _normalized(value):
 
 class ImageIndex:
     """The image files under a root: relative paths ('/'-separated), the same without their
-    extension (unique ones only), and the folders that hold them."""
+    extension (unique ones only), both also lower-cased, and the folders that hold them."""
 
     def __init__(self, root):
         self.root = root
@@ -112,23 +124,46 @@ class ImageIndex:
             stems[os.path.splitext(path)[0]].append(path)
             self.folder_counts[os.path.dirname(path)] += 1
         self.stems = {stem: paths[0] for stem, paths in stems.items() if len(paths) == 1}
+        folded = collections.defaultdict(list)
+        for key, path in [*((p, p) for p in self.files), *self.stems.items()]:
+            folded[key.lower()].append(path)
+        self.folded = {key: paths[0] for key, paths in folded.items() if len(set(paths)) == 1}
+        self._bases = None
 
     def find(self, base, value):
-        """The image file `value` names under the folder `base` ('' = the root), or None."""
+        """The image file `value` names under the folder `base` ('' = the root), or None: the
+        path as written, without its extension, or in another case (img.jpg for IMG.JPG)."""
         key = f"{base}/{value}" if base else value
         if key in self.files:
             return key
-        return self.stems.get(key)
+        return self.stems.get(key) or self.folded.get(key.lower())
+
+    def find_anywhere(self, value, first_base):
+        """find() under `first_base`, else under the one other base folder that has it (images
+        spread over sibling folders); a path that is absolute or starts outside the root (the
+        '../input/pets/...' of a notebook) is tried from each of its trailing parts."""
+        found = self.find(first_base, value)
+        if found:
+            return found
+        parts = value.split("/")
+        for start in range(len(parts)):
+            tail = "/".join(parts[start:])
+            hits = {self.find(base, tail) for base in self.bases()} - {None}
+            if len(hits) == 1:
+                return hits.pop()
+        return None
 
     def bases(self):
         """The folders a column's values may be relative to: the root and every folder above
-        an image (most images first)."""
-        found = {""}
-        for folder, _ in self.folder_counts.most_common():
-            while folder and folder not in found:
-                found.add(folder)
-                folder = os.path.dirname(folder)
-        return sorted(found, key=lambda f: (f.count("/"), f))
+        an image, shallow ones first."""
+        if self._bases is None:
+            found = {""}
+            for folder in self.folder_counts:
+                while folder and folder not in found:
+                    found.add(folder)
+                    folder = os.path.dirname(folder)
+            self._bases = sorted(found, key=lambda f: (f.count("/"), f))
+        return self._bases
 
 
 def _best_base(index, values):
@@ -139,6 +174,8 @@ def _best_base(index, values):
         count = sum(index.find(base, v) is not None for v in sample)
         if count > best_count:
             best, best_count = base, count
+    if best_count < len(sample):  # spread over sibling folders, or paths from elsewhere
+        best_count = sum(index.find_anywhere(v, best) is not None for v in sample)
     return best, best_count / max(1, len(sample))
 
 
@@ -150,44 +187,53 @@ def _is_number(text):
     return True
 
 
+VALIDATION_FLAG_NAMES = frozenset("is_valid is_val is_validation valid".split())  # fastai's
+TRUE_VALUES, FALSE_VALUES = frozenset("true 1 yes".split()), frozenset("false 0 no".split())
+
+
 def _split_column(table, exclude):
-    """The column whose values are the splits, or None."""
+    """(the column whose values are the splits, or None; whether it is a true/false flag of
+    the validation images, as fastai's is_valid)."""
     for name in table.columns:
         if name in exclude:
             continue
         values = {v.lower() for v in table.column(name) if v}
         if not values or len(values) > 8:
             continue
-        named = name.lower() in SPLIT_COLUMN_NAMES and not all(map(_is_number, values))
-        if named or values <= ALL_SPLIT_NAMES:
-            if all(folder_scan._SPLIT_NAME.match(v) and v != "all" for v in values):
-                return name
-    return None
+        if name.lower() in VALIDATION_FLAG_NAMES and values <= TRUE_VALUES | FALSE_VALUES:
+            return name, True
+        if values <= ALL_SPLIT_NAMES:
+            return name, False
+    return None, False
+
+
+def _label_like(name):
+    """A column name that says it holds labels: label, class_id, category_id, target, ..."""
+    words = set(re.split(r"[^a-z]+", name.lower())) | {name.lower()}
+    return bool(words & LABEL_COLUMN_NAMES)
 
 
 def _label_candidates(table, exclude):
-    """[(column, distinct values)] of the columns that may hold the labels."""
+    """[(column, distinct values)] of the columns that may hold the labels: a few distinct
+    values (at most half as many as rows; as many as rows for a label-like name)."""
     found = []
     for name in table.columns:
         if name in exclude or name.lower() in FOLD_COLUMN_NAMES | SPLIT_COLUMN_NAMES:
             continue
         values = [v for v in table.column(name) if v]
         distinct = len(set(values))
-        if len(values) >= len(table.rows) / 2 and 2 <= distinct <= max(2, len(table.rows) // 2):
+        limit = len(table.rows) if _label_like(name) else max(2, len(table.rows) // 2)
+        if len(values) >= len(table.rows) / 2 and 2 <= distinct <= limit:
             found.append((name, distinct))
     return found
 
 
-def _choose_label_column(table, candidates):
+def _choose_label_column(candidates):
+    """The one candidate, or the one with a label-like name; None when that is not clear."""
     if len(candidates) == 1:
         return candidates[0][0]
-    named = [c for c, _ in candidates if c.lower() in LABEL_COLUMN_NAMES]
-    if len(named) == 1:
-        return named[0]
-    words = [c for c, _ in candidates if not all(_is_number(v) for v in table.column(c) if v)]
-    if len(words) == 1:
-        return words[0]
-    return None
+    named = [c for c, _ in candidates if _label_like(c)]
+    return named[0] if len(named) == 1 else None
 
 
 def _named_column(table, name, key):
@@ -220,10 +266,12 @@ def choose_columns(table, index, image_column="auto", label_column="auto"):
     if not is_auto(image_column) and image_column:
         image = _named_column(table, image_column, "image_column")
     else:
-        image = max(table.columns, key=lambda c: scores[c][1])
+        # ties (a pandas index 0..n-1 beside files named 0.jpg..): the file names first
+        named_files = {c: sum(map(has_image_extension, table.column(c))) for c in table.columns}
+        image = max(table.columns, key=lambda c: (scores[c][1], named_files[c]))
         if scores[image][1] < MIN_IMAGE_MATCH:
             shown = ", ".join(f"{c} ({scores[c][1]:.0%})" for c in table.columns)
-            raise NamesNoImage(
+            raise NotALabelsFile(
                 f"No column of the labels file {table.path} names image files under "
                 f"{index.root} (share of values that do, in a sample: {shown}). Name it with "
                 "--config.dataset.image_column=NAME."
@@ -237,25 +285,37 @@ def choose_columns(table, index, image_column="auto", label_column="auto"):
         if not is_auto(label_column) and label_column in table.columns:
             label = str(table.columns.index(label_column) + 1)
         return choose_columns(headerless, index, number, label)
-    split = _split_column(table, {image})
+    split, flag = _split_column(table, {image})
     if not is_auto(label_column) and label_column:
         label = _named_column(table, label_column, "label_column")
+        named = True
     else:
         candidates = _label_candidates(table, {image, split})
-        label = _choose_label_column(table, candidates)
-        if label is None:
-            found = ", ".join(f"{c} ({n} values)" for c, n in candidates) or "none"
-            raise ValueError(
-                f"Cannot tell which column of the labels file {table.path} holds the labels "
-                f"(columns with 2 to {max(2, len(table.rows) // 2)} distinct values: {found}). "
-                "Name it with --config.dataset.label_column=NAME."
+        label = _choose_label_column(candidates)
+        if not candidates:
+            raise NotALabelsFile(
+                f"No column of the labels file {table.path} besides '{image}' can hold labels "
+                "(2 or more distinct values, most rows filled): name it with "
+                "--config.dataset.label_column=NAME."
             )
+        if label is None:
+            found = ", ".join(f"{c} ({n} values)" for c, n in candidates)
+            raise ValueError(
+                f"Cannot tell which column of the labels file {table.path} holds the labels: "
+                f"{found}. Name it with --config.dataset.label_column=NAME (or "
+                "--config.dataset.labels='' to use class folders instead)."
+            )
+        named = _label_like(label)
     if label == image:
         raise ValueError(
             f"The labels file {table.path}: the image and the label column are both '{label}': "
             "set --config.dataset.image_column and --config.dataset.label_column."
         )
-    return Choice(table, image, label, split if split not in (image, label) else None, base, score)
+    if split in (image, label):
+        split, flag = None, False
+    choice = Choice(table, image, label, split, base, score)
+    choice.validation_flag, choice.named = flag, named
+    return choice
 
 
 def labels_files(root):
@@ -316,13 +376,22 @@ def scan(ds):
             "choose one with --config.dataset.labels=FILE (or '' for class folders)."
         )
     explicit = not (is_auto(image_column) and is_auto(label_column))
-    labelling = [(p, e) for p, e in refused if explicit or not isinstance(e, NamesNoImage)]
+    labelling = [(p, e) for p, e in refused if explicit or not isinstance(e, NotALabelsFile)]
     if not usable and labelling:  # a labels file of this folder that cannot be read as one
         raise labelling[0][1]
     if usable:
         for path, e in refused:
             logging.info("Not a labels file of %s: %s (%s)", root, os.path.basename(path), e)
-        return scan_labels(root, index, usable[0], ds.split_fractions, ds.strict)
+        choice = usable[0]
+        if not choice.named and _folders_label(ds):
+            name = os.path.basename(choice.table.path)
+            raise ValueError(
+                f"Image folder {root} has class folders and the file {name}, whose column "
+                f"'{choice.label_column}' could label its images too: choose with "
+                f"--config.dataset.labels={name} (and label_column) or --config.dataset.labels='' "
+                "(the class folders)."
+            )
+        return scan_labels(root, index, choice, ds.split_fractions, ds.strict)
     try:
         found = folder_scan.scan_folder(ds.path, ds.split_fractions, ds.strict)
     except ValueError as e:
@@ -331,6 +400,15 @@ def scan(ds):
     names = ", ".join(os.path.basename(p) for p, _ in refused)
     logging.info("Image folder %s: %s labels no image; using the class folders.", root, names)
     return found
+
+
+def _folders_label(ds) -> bool:
+    """Whether the folder is also a valid root/<class>/* or root/<split>/<class>/* tree."""
+    try:
+        folder_scan.scan_folder(ds.path, ds.split_fractions, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _digest(path):
@@ -360,7 +438,7 @@ def scan_labels(root, index, choice, split_fractions, strict=False):
         if not value:
             problems["rows without an image name"].append(f"line {line}")
             continue
-        path = index.find(choice.base, _normalized(value))
+        path = index.find_anywhere(_normalized(value), choice.base)
         listed.add(path)
         if path is None:
             problems["rows whose image is not there"].append(printable_path(value))
@@ -375,6 +453,8 @@ def scan_labels(root, index, choice, split_fractions, strict=False):
                 )
             conflicting.add(path)
         else:
+            if choice.validation_flag:
+                split = "validation" if split.lower() in TRUE_VALUES else "train"
             chosen.setdefault(path, (label, split.lower() if split else None, line))
     for path in conflicting:
         del chosen[path]
