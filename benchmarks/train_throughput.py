@@ -36,6 +36,8 @@ CASES = {
     "resnet50": (dict(name="resnet50"), (224, 224, 3), 1000, 16, 256),
     "wrn28_10": (dict(name="wrn28_10"), (32, 32, 3), 10, 16, 512),
     "airbench94": (dict(name="airbench94"), (32, 32, 3), 10, 1024, 1024),
+    # issue 28's CPU comparison: the airbench94 net at reduced widths
+    "airbench94_small": (dict(name="airbench94", widths=(16, 64, 64)), (32, 32, 3), 10, 1024, 1024),
 }
 DEFAULT_CASES = ["cnn", "resnet18", "resnet50"]  # wrn28_10 (36.5M, CIFAR): --cases wrn28_10
 

@@ -24,23 +24,30 @@ def pytest_configure(config):
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 
-# Test files by the CPU time they take (seconds, 2 cores, measured 2026-11-30), longest first:
-# under `--dist loadfile` xdist hands out whole files in collection order, so starting the long
-# ones first keeps both workers busy to the end instead of one finishing a long file alone.
+# Test files by the CPU time they take (seconds, 2 cores, measured 2026-12-06 with
+# --durations=0), longest first: under `--dist loadfile` xdist hands out whole files in
+# collection order, so starting the long ones first keeps both workers busy to the end instead
+# of one finishing a long file alone.
 SLOW_FILES = {
-    "test_sweep.py": 133,
-    "test_transfer.py": 98,
-    "test_train.py": 90,
-    "test_airbench.py": 87,
-    "test_faults.py": 82,
-    "test_folder.py": 75,
-    "test_sweep_postgres.py": 62,
-    "test_training_options.py": 58,
-    "test_multihost.py": 58,
-    "test_notebook.py": 46,
-    "test_model_contract.py": 60,
-    "test_evaluate.py": 44,
-    "test_models.py": 42,
+    "test_faults.py": 262,
+    "test_sweep.py": 180,
+    "test_train.py": 156,
+    "test_transfer.py": 155,
+    "test_model_contract.py": 100,
+    "test_airbench.py": 93,
+    "test_sweep_postgres.py": 86,
+    "test_models.py": 84,
+    "test_training_options.py": 71,
+    "test_multihost.py": 71,
+    "test_device_pipeline.py": 65,
+    "test_keras_import.py": 60,
+    "test_notebook.py": 58,
+    "test_folder.py": 58,
+    "test_evaluate.py": 52,
+    "test_folder_labels.py": 45,
+    "test_data.py": 42,
+    "test_predict.py": 40,
+    "test_export.py": 35,
 }
 
 

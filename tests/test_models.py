@@ -245,6 +245,9 @@ def test_batchnorm_train_inside_shard_map():
         ((2, 9, 6, 2), (2, 2), (2, 2), "SAME"),
         ((2, 15, 13, 4), (3, 3), (2, 2), "SAME"),  # the ResNet stem
         ((2, 16, 16, 4), (3, 3), (2, 2), ((1, 1), (1, 1))),  # resnet_v1's (Keras) stem
+        ((2, 31, 31, 3), (2, 2), (2, 2), "VALID"),  # airbench: 31 -> 15 -> 7 -> 3, the last
+        ((2, 7, 9, 3), (2, 2), (2, 2), "VALID"),  # row and column in no window
+        ((2, 7, 7, 3), (3, 3), (3, 3), "VALID"),  # airbench's final 3x3 pool (7 -> 2)
     ],
 )
 def test_max_pool_equals_flax_in_values_and_gradients_with_ties(shape, window, strides, padding):
