@@ -2,6 +2,7 @@
 submission files from --mode=predict (imgcls.inference.submission), on generated trees."""
 
 import csv
+import json
 import logging
 import os
 
@@ -391,3 +392,22 @@ def test_binary_templates_and_ids_spelled_otherwise():
     assert submission.match_ids(template, ["x/b.JPG", "x/a.jpg"]) == [1, 0]
     label = submission.Template("t.csv", ["id", "label"], ["a"])
     assert label.kind(("cat", "dog")) == "label"
+
+
+def test_resuming_a_run_written_before_the_labels_keys_existed(tmp_path):
+    """Its W/config.json lacks dataset.labels & co: completed at 'auto', resolved to '' (class
+    folders) now, which is what it trained on: not a change a resume refuses."""
+    from imgcls.training import resume
+
+    config = folder_config(tmp_path / "photos", tmp_path / "tfds")
+    old = json.loads(config.to_json_best_effort())
+    for key in ("labels", "image_column", "label_column"):
+        del old["dataset"][key]
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps(old))
+    config.dataset.labels = ""  # as resolve_settings resolves class folders
+    resume.check_resume(config, str(workdir), step=10)
+    config.seed = 5
+    with pytest.raises(ValueError, match=r"seed: 0 -> 5"):
+        resume.check_resume(config, str(workdir), step=10)

@@ -9,6 +9,7 @@ config.allow_config_change. Every change a resume makes is appended to W/config_
 import json
 import os
 
+import ml_collections
 from absl import logging
 
 from imgcls.run import files
@@ -61,7 +62,11 @@ def check_resume(config, workdir: str, step: int, record: bool = True) -> None:
         saved = workdir_files.load_config(workdir)
     except FileNotFoundError:
         return  # checkpoints without a config.json: a run interrupted before it wrote one
-    changes = differences(saved, config)
+    # Keys the run's W/config.json lacks (added to imgcls since it was written) were completed
+    # at their defaults, which are what the run did ('auto' ones resolve to it): no change.
+    with open(os.path.join(workdir, workdir_files.CONFIG_FILE), encoding="utf-8") as f:
+        written = _flat(ml_collections.ConfigDict(json.load(f)))
+    changes = {k: v for k, v in differences(saved, config).items() if k in written}
     refused = {k: v for k, v in changes.items() if k not in RESUME_KEYS}
     if refused and not config.allow_config_change:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
