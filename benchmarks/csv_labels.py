@@ -6,12 +6,15 @@ Builds, from ../shared/data/flowers5.tar.gz (or --archive), a held-back unlabell
   classes/<class>/<name>.jpg                      labelled by folders
   csv/train/<id>.jpg + csv/labels.csv (id,species)   labelled by a file, ids without extension
   csv/test/<id>.jpg + csv/sample_submission.csv      one probability column per class
+  csv_split/train/<id>.jpg + csv_split/labels.csv (id,species,split)   the split column holds
+                                                  the split the class folders' hash gives
 
 then trains `configs/folder_cnn.py` with only dataset.path set (plus data_dir and workdir) on
 each, one after the other, and predicts the held-back folder with --submission, scoring the
 submission against the true labels. Prints each run's final test accuracy, wall time and the
 submission's accuracy. The two automatic splits differ (each is a hash of the file's path), so
-the accuracies agree to within the split-to-split spread, not exactly.
+those accuracies agree to within the split-to-split spread; csv_split has the class folders'
+own splits (the same test images; the stored order, a hash of the path, still differs).
 
     python benchmarks/csv_labels.py [--epochs N] [--keep DIR]
 """
@@ -28,6 +31,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from imgcls.data.sources import folder_scan  # noqa: E402
+
+FRACTIONS = (0.8, 0.1, 0.1)  # configs/folder_cnn.py's split_fractions
 ARCHIVE = os.path.join(os.path.dirname(ROOT), "shared", "data", "flowers5.tar.gz")
 
 
@@ -37,6 +45,7 @@ def build(archive, where, holdout):
         tar.extractall(os.path.join(where, "raw"), filter="data")
     raw = os.path.join(where, "raw", "flowers")
     classes_root, csv_root = os.path.join(where, "classes"), os.path.join(where, "csv")
+    split_root = os.path.join(where, "csv_split")
     labels, truth = [], {}
     number = 0
     for name in sorted(os.listdir(raw)):
@@ -51,20 +60,26 @@ def build(archive, where, holdout):
                 continue
             os.makedirs(os.path.join(classes_root, name), exist_ok=True)
             shutil.copy(source, os.path.join(classes_root, name, file))
-            os.makedirs(os.path.join(csv_root, "train"), exist_ok=True)
-            shutil.copy(source, os.path.join(csv_root, "train", f"{ident}.jpg"))
-            labels.append((ident, name))
-    class_names = sorted({name for _, name in labels})
+            for root in (csv_root, split_root):
+                os.makedirs(os.path.join(root, "train"), exist_ok=True)
+                shutil.copy(source, os.path.join(root, "train", f"{ident}.jpg"))
+            split = folder_scan.assign_split(f"{name}/{file}", FRACTIONS)
+            labels.append((ident, name, split))
+    class_names = sorted({name for _, name, _ in labels})
     with open(os.path.join(csv_root, "labels.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "species"])
+        writer.writerows(row[:2] for row in labels)
+    with open(os.path.join(split_root, "labels.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "species", "split"])
         writer.writerows(labels)
     with open(os.path.join(csv_root, "sample_submission.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", *class_names])
         for ident in sorted(truth, reverse=True):  # another order than the files'
             writer.writerow([ident, *[f"{1 / len(class_names):.4f}"] * len(class_names)])
-    return classes_root, csv_root, truth
+    return classes_root, csv_root, split_root, truth
 
 
 def run(args, log):
@@ -107,11 +122,16 @@ def main():
         sys.exit(f"{args.archive} not found: give --archive=flowers5.tar.gz")
     where = args.keep or tempfile.mkdtemp(prefix="csv_labels_")
     os.makedirs(where, exist_ok=True)
-    classes_root, csv_root, truth = build(args.archive, where, args.holdout)
+    classes_root, csv_root, split_root, truth = build(args.archive, where, args.holdout)
     print(f"built in {where}: {len(truth)} held-back test images")
     rows = []
-    for name, path in (("class folders", classes_root), ("labels.csv", csv_root)):
-        workdir, accuracy, elapsed, chosen = train(path, where, name.split()[0], args.epochs)
+    runs = (
+        ("class folders", classes_root, "classes"),
+        ("labels.csv", csv_root, "csv"),
+        ("labels.csv with the class folders' split column", split_root, "csv_split"),
+    )
+    for name, path, short in runs:
+        workdir, accuracy, elapsed, chosen = train(path, where, short, args.epochs)
         rows.append((name, accuracy, elapsed, workdir))
         for line in chosen:
             print(f"  {line}")
