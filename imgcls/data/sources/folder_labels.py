@@ -179,14 +179,6 @@ def _best_base(index, values):
     return best, best_count / max(1, len(sample))
 
 
-def _is_number(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 VALIDATION_FLAG_NAMES = frozenset("is_valid is_val is_validation valid".split())  # fastai's
 TRUE_VALUES, FALSE_VALUES = frozenset("true 1 yes".split()), frozenset("false 0 no".split())
 
@@ -249,12 +241,15 @@ def _named_column(table, name, key):
 
 
 class Choice:
-    """What a labels file gives: its columns, the base folder of the image paths, the rows."""
+    """What a labels file gives: its columns, the base folder of the image paths, whether the
+    split column is a true/false validation flag, and whether the label column was named (by
+    the user, or like a label) rather than found by elimination."""
 
-    def __init__(self, table, image_column, label_column, split_column, base, score):
+    def __init__(self, table, image_column, label_column, split_column, base, flag, named):
         self.table = table
         self.image_column, self.label_column = image_column, label_column
-        self.split_column, self.base, self.score = split_column, base, score
+        self.split_column, self.base = split_column, base
+        self.validation_flag, self.named = flag, named
 
 
 def choose_columns(table, index, image_column="auto", label_column="auto"):
@@ -276,7 +271,7 @@ def choose_columns(table, index, image_column="auto", label_column="auto"):
                 f"{index.root} (share of values that do, in a sample: {shown}). Name it with "
                 "--config.dataset.image_column=NAME."
             )
-    base, score = scores[image]
+    base = scores[image][0]
     if table.header and index.find(base, _normalized(image)):  # the first row names an image
         headerless = Table(table.path, [str(i + 1) for i in range(len(table.columns))], [], False)
         headerless.rows = [table.columns, *table.rows]
@@ -313,9 +308,7 @@ def choose_columns(table, index, image_column="auto", label_column="auto"):
         )
     if split in (image, label):
         split, flag = None, False
-    choice = Choice(table, image, label, split, base, score)
-    choice.validation_flag, choice.named = flag, named
-    return choice
+    return Choice(table, image, label, split, base, flag, named)
 
 
 def labels_files(root):
